@@ -1,0 +1,318 @@
+"""Stage 1: 64-d log mel fbank and energy VAD for a data dir (paper §4.3; SPEC F1, F2).
+
+    python -m deepspeaker.bin.compute_fbank_vad [--config conf/fbank_vad.yaml] [--nj 4] \\
+        <data-dir> [<log-dir> [<feat-dir>]]
+
+Writes ``feats.scp`` (float32 matrices), ``vad.scp`` (0/1 float vectors, Kaldi's
+``compute-vad-energy`` output), ``utt2num_frames`` and, if any utterance failed,
+``failed_utts`` (``utt reason``) into the data dir.  The arks go to ``<feat-dir>``
+(default ``<data-dir>/data``), logs to ``<log-dir>`` (default ``<data-dir>/log``), one
+per job as ``make_fbank_vad.JOB.log``.
+
+The work is split into ``--nj`` jobs run by ``utils/run_jobs.sh``; each job writes
+its arks under temp names, renames them when complete and leaves a ``.done``
+marker, so a rerun after a crash or Ctrl-C redoes only the jobs that had not
+finished.  A bad utterance (missing, corrupt, empty, too short, wrong rate, several
+channels, NaN) is listed with its reason and the others finish; the stage fails
+only if more than ``--max-failed-fraction`` of the utterances failed.
+
+Features are stored raw: per-utterance mean/variance normalisation over voiced
+frames (F3) is applied when they are read (``deepspeaker.features.prepare_features``),
+so the same ark serves the i-vector front end and the networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import DataDir, iter_audio, validate_data_dir, write_kaldi_map, read_kaldi_map
+from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
+from ..utils import (DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml,
+                     setup_logging)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureConfig:
+    """The stage's config file: ``fbank:`` and ``vad:`` sections, nothing else."""
+
+    fbank: FbankOptions = field(default_factory=FbankOptions)
+    vad: VadOptions = field(default_factory=VadOptions)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "FeatureConfig":
+        d = dict(d or {})
+        unknown = sorted(set(d) - {"fbank", "vad"})
+        if unknown:
+            from ..utils import ConfigError
+            raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
+                              f"expected fbank, vad")
+        return cls(fbank=dataclass_from_dict(FbankOptions, d.get("fbank"), f"{where}: fbank"),
+                   vad=dataclass_from_dict(VadOptions, d.get("vad"), f"{where}: vad"))
+
+    def to_dict(self) -> dict:
+        return {"fbank": dataclasses.asdict(self.fbank), "vad": dataclasses.asdict(self.vad)}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.compute_fbank_vad",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML with fbank: and vad: sections "
+                   "(unknown keys are errors); defaults are Kaldi's with 64 mel bins")
+    p.add_argument("--nj", type=int, default=4, help="number of jobs")
+    p.add_argument("--job", type=int, help="internal: run only this job (1-based) of --nj")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="utterances per batched fbank call")
+    p.add_argument("--max-failed-fraction", type=float, default=0.05,
+                   help="fail the stage when more than this fraction of utterances failed")
+    p.add_argument("data", type=Path)
+    p.add_argument("log_dir", type=Path, nargs="?")
+    p.add_argument("feat_dir", type=Path, nargs="?")
+    return p
+
+
+def split_utts(utts: list[str], nj: int) -> list[list[str]]:
+    """Contiguous, near-equal shares of the sorted utterance list (as Kaldi's split_scp)."""
+    return [list(part) for part in np.array_split(np.array(utts, dtype=object), nj)]
+
+
+def job_paths(feat_dir: Path, name: str, job: int) -> dict[str, Path]:
+    return {
+        "feats_ark": feat_dir / f"raw_fbank_{name}.{job}.ark",
+        "feats_scp": feat_dir / f"raw_fbank_{name}.{job}.scp",
+        "vad_ark": feat_dir / f"vad_{name}.{job}.ark",
+        "vad_scp": feat_dir / f"vad_{name}.{job}.scp",
+        "utt2num_frames": feat_dir / f"utt2num_frames_{name}.{job}",
+        "failed": feat_dir / f"failed_utts_{name}.{job}",
+        "done": feat_dir / f".done_{name}.{job}",
+    }
+
+
+class ArkWriter:
+    """Appends matrices/vectors to an ark under a temp name and keeps the scp offsets.
+
+    The scp lines already point at the final name; ``commit`` renames the ark and
+    writes the scp, so a crash leaves either nothing or a complete, consistent pair.
+    """
+
+    def __init__(self, ark: Path, scp: Path):
+        import kaldiio
+
+        self._kaldiio = kaldiio
+        self.ark, self.scp = ark, scp
+        self.tmp = ark.with_name(f".{ark.name}.tmp{os.getpid()}")
+        self.f = open(self.tmp, "wb")
+        self.lines: list[str] = []
+
+    def write(self, key: str, array: np.ndarray) -> None:
+        pos = self.f.tell()
+        self._kaldiio.save_ark(self.f, {key: array})
+        self.lines.append(f"{key} {self.ark.resolve()}:{pos + len(key.encode()) + 1}\n")
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.ark)
+        with atomic_write(self.scp) as f:
+            f.writelines(self.lines)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: int,
+            batch_size: int) -> None:
+    """Compute fbank + VAD for one share of the utterances; bad ones are listed, not fatal."""
+    import torch
+
+    torch.set_num_threads(1)  # nj jobs already run side by side
+    d = DataDir.load(data_dir)
+    name = data_dir.resolve().name
+    utts = split_utts(d.utts, nj)[job - 1]
+    paths = job_paths(feat_dir, name, job)
+    if paths["done"].exists():
+        logger.info("job %d: already complete (%s); nothing to do", job, paths["done"])
+        return
+    logger.info("job %d/%d: %d utterances of %s", job, nj, len(utts), data_dir)
+    t0 = time.time()
+    feats_w = ArkWriter(paths["feats_ark"], paths["feats_scp"])
+    vad_w = ArkWriter(paths["vad_ark"], paths["vad_scp"])
+    num_frames: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    seconds = 0.0
+    try:
+        batch: list[tuple[str, np.ndarray]] = []
+
+        def flush() -> None:
+            nonlocal seconds
+            if not batch:
+                return
+            results = compute_fbank_batch([x for _, x in batch], cfg.fbank)
+            for (utt, samples), (fbank, log_energy) in zip(batch, results):
+                if not np.all(np.isfinite(fbank)):
+                    failed[utt] = "fbank has NaN or infinite values"
+                    logger.error("%s: fbank has NaN or infinite values; skipped", utt)
+                    continue
+                vad = compute_vad_energy(log_energy, **dataclasses.asdict(cfg.vad))
+                if vad.sum() == 0:
+                    logger.warning("%s: no voiced frames (%d frames); later stages will skip it",
+                                   utt, len(vad))
+                feats_w.write(utt, fbank.astype(np.float32, copy=False))
+                vad_w.write(utt, vad.astype(np.float32, copy=False))
+                num_frames[utt] = str(fbank.shape[0])
+                seconds += len(samples) / cfg.fbank.sample_rate
+            batch.clear()
+
+        for utt, samples, err in iter_audio(d, utts, sample_rate=cfg.fbank.sample_rate,
+                                            min_samples=_frame_length(cfg.fbank)):
+            if err is not None:
+                failed[utt] = str(err).replace("\n", " ")
+                logger.error("%s", err)
+                continue
+            batch.append((utt, samples))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        feats_w.commit()
+        vad_w.commit()
+    except BaseException:
+        feats_w.abort()
+        vad_w.abort()
+        raise
+    write_kaldi_map(paths["utt2num_frames"], num_frames)
+    write_kaldi_map(paths["failed"], failed)
+    with atomic_write(paths["done"]) as f:
+        f.write(f"{len(num_frames)} ok {len(failed)} failed\n")
+    dt = time.time() - t0
+    logger.info("job %d: %d utterances done, %d failed, %.1f s of audio in %.1f s (%.0fx real time)",
+                job, len(num_frames), len(failed), seconds, dt, seconds / max(dt, 1e-9))
+
+
+def _frame_length(opts: FbankOptions) -> int:
+    return int(round(opts.sample_rate * opts.frame_length_ms / 1000))
+
+
+def _run_jobs_script() -> Path:
+    root = os.environ.get("DS_ROOT") or str(Path(__file__).resolve().parents[2])
+    return Path(root) / "utils" / "run_jobs.sh"
+
+
+def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Path | None = None,
+                      config: dict | None = None, nj: int = 4, batch_size: int = 32,
+                      max_failed_fraction: float = 0.05) -> tuple[int, dict[str, str]]:
+    """Run all jobs (skipping finished ones), merge their outputs into the data dir.
+
+    Returns ``(num_ok, failed)`` where ``failed`` maps utterance to reason.
+    """
+    log_dir = log_dir or data_dir / "log"
+    feat_dir = (feat_dir or data_dir / "data").resolve()
+    cfg = FeatureConfig.from_dict(config or {})
+    problems = [p for p in validate_data_dir(data_dir) if p.severity == "error"]
+    if problems:
+        for p in problems:
+            logger.error("%s", p)
+        raise DeepSpeakerError(f"{data_dir}: {len(problems)} problem(s) in the data dir; "
+                               f"fix them (utils/fix_data_dir.sh) and rerun")
+    d = DataDir.load(data_dir)
+    name = data_dir.resolve().name
+    nj = max(1, min(nj, len(d.utts)))
+    feat_dir.mkdir(parents=True, exist_ok=True)
+
+    # The config used is saved beside the arks; finished jobs are reused only if it matches.
+    saved = feat_dir / f"conf_{name}.yaml"
+    want = cfg.to_dict() | {"nj": nj}
+    if saved.exists() and load_yaml(saved) != want:
+        logger.info("%s: config or --nj changed since the last run; recomputing all jobs", saved)
+        for done in feat_dir.glob(f".done_{name}.*"):
+            done.unlink()
+    save_yaml(saved, want)
+
+    todo = [j for j in range(1, nj + 1) if not job_paths(feat_dir, name, j)["done"].exists()]
+    if todo:
+        logger.info("%s: computing fbank + VAD for %d utterances in %d jobs (%d to run)",
+                    data_dir, len(d.utts), nj, len(todo))
+        cmd = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
+               str(log_dir / "make_fbank_vad.JOB.log"), sys.executable, "-m",
+               "deepspeaker.bin.compute_fbank_vad", "--config", str(saved), "--nj", str(nj),
+               "--job", "JOB", "--batch-size", str(batch_size), str(data_dir.resolve()),
+               str(log_dir.resolve()), str(feat_dir)]
+        # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
+        cmd = cmd[:4] + [shlex.quote(c) for c in cmd[4:]]
+        rc = subprocess.run(cmd).returncode
+        if rc != 0:
+            raise DeepSpeakerError(f"{data_dir}: feature jobs failed (see {log_dir}); rerun "
+                                   f"the same command to redo only the unfinished jobs")
+    else:
+        logger.info("%s: all %d jobs already complete", data_dir, nj)
+
+    # Merge.
+    feats, vad, frames, failed = {}, {}, {}, {}
+    for job in range(1, nj + 1):
+        p = job_paths(feat_dir, name, job)
+        feats.update(read_kaldi_map(p["feats_scp"]) if p["feats_scp"].stat().st_size else {})
+        vad.update(read_kaldi_map(p["vad_scp"]) if p["vad_scp"].stat().st_size else {})
+        frames.update(read_kaldi_map(p["utt2num_frames"]) if p["utt2num_frames"].stat().st_size else {})
+        failed.update(read_kaldi_map(p["failed"]) if p["failed"].stat().st_size else {})
+    write_kaldi_map(data_dir / "feats.scp", feats)
+    write_kaldi_map(data_dir / "vad.scp", vad)
+    write_kaldi_map(data_dir / "utt2num_frames", frames)
+    failed_path = data_dir / "failed_utts"
+    if failed:
+        write_kaldi_map(failed_path, failed)
+        for utt, reason in sorted(failed.items()):
+            logger.warning("failed: %s %s", utt, reason)
+    else:
+        failed_path.unlink(missing_ok=True)
+    missing = set(d.utts) - set(feats) - set(failed)
+    if missing:
+        raise DeepSpeakerError(f"{data_dir}: {len(missing)} utterances are neither done nor "
+                               f"failed (e.g. {sorted(missing)[0]}); a job output is incomplete")
+    frac = len(failed) / len(d.utts)
+    if frac > max_failed_fraction:
+        raise DeepSpeakerError(f"{data_dir}: {len(failed)} of {len(d.utts)} utterances failed "
+                               f"({100 * frac:.1f}% > {100 * max_failed_fraction:.1f}%); "
+                               f"reasons in {failed_path}")
+    logger.info("%s: features for %d utterances%s", data_dir, len(feats),
+                f"; {len(failed)} failed, listed in {failed_path}" if failed else "")
+    return len(feats), failed
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    logger.info("%s", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
+    try:
+        config = load_yaml(args.config) if args.config else {}
+        if args.job is not None:
+            if not 1 <= args.job <= args.nj:
+                raise DeepSpeakerError(f"--job {args.job} outside 1..{args.nj}")
+            cfg = FeatureConfig.from_dict({k: v for k, v in config.items() if k != "nj"},
+                                          str(args.config))
+            run_job(args.data, (args.feat_dir or args.data / "data").resolve(), cfg, args.nj,
+                    args.job, args.batch_size)
+        else:
+            compute_fbank_vad(args.data, args.log_dir, args.feat_dir, config, args.nj,
+                              args.batch_size, args.max_failed_fraction)
+    except DeepSpeakerError as e:
+        logger.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

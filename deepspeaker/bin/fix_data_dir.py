@@ -1,0 +1,47 @@
+"""Filter a Kaldi data dir to the utterances every file agrees on, into a new dir.
+
+Keeps the utterances present in each per-utterance file that exists (utt2spk,
+wav.scp or segments, feats.scp, vad.scp, utt2num_frames, utt2dur), drops recordings
+no segment uses, rebuilds spk2utt and sorts everything.  Unlike Kaldi's
+``utils/fix_data_dir.sh`` it never works in place: SRC is left untouched (so a
+rerun gives the same DST) and DST must be another dir.
+
+    python -m deepspeaker.bin.fix_data_dir SRC DST
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..data import fix_data_dir
+from ..utils import DeepSpeakerError, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.fix_data_dir",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path, help="data dir to read")
+    p.add_argument("dst", type=Path, help="data dir to write (must differ from SRC)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    logger.info("%s", " ".join(sys.argv))
+    try:
+        fix_data_dir(args.src, args.dst)
+    except DeepSpeakerError as e:
+        logger.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

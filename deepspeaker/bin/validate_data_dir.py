@@ -1,0 +1,65 @@
+"""Check a Kaldi data dir against the contract and print every problem found.
+
+One line per problem (``error: file:line: utt: message``), then a summary line.
+Exit status 1 if there is an error (or, with --strict-warnings, a warning), else 0
+with ``DATA: OK (N utterances, M speakers)``.
+
+    python -m deepspeaker.bin.validate_data_dir [--need feats.scp,vad.scp] [--strict-warnings] DATA
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..data import DataDir, validate_data_dir
+from ..data.kaldi_dir import ERROR
+from ..utils import DeepSpeakerError, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.validate_data_dir",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--need", default="",
+                   help="comma-separated files that must exist besides wav.scp and utt2spk, "
+                   "e.g. feats.scp,vad.scp")
+    p.add_argument("--strict-warnings", action="store_true",
+                   help="exit 1 on warnings too")
+    p.add_argument("data", type=Path, help="data dir")
+    return p
+
+
+def check_data_dir(data: Path, need: list[str], strict_warnings: bool) -> int:
+    """Print the problems of ``data`` and a summary; return the exit status."""
+    problems = validate_data_dir(data, need=need)
+    for p in problems:
+        print(f"{p.severity}: {p}")
+    n_err = sum(p.severity == ERROR for p in problems)
+    n_warn = len(problems) - n_err
+    if n_err or (strict_warnings and n_warn):
+        print(f"{data}: {n_err} error(s), {n_warn} warning(s)")
+        return 1
+    d = DataDir.load(data)
+    warn = f"; {n_warn} warning(s)" if n_warn else ""
+    print(f"{data}: OK ({len(d.utt2spk)} utterances, {len(d.spk2utt)} speakers{warn})")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    try:
+        return check_data_dir(args.data, [n for n in args.need.split(",") if n],
+                              args.strict_warnings)
+    except DeepSpeakerError as e:
+        logger.error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

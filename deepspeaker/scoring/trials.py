@@ -1,0 +1,237 @@
+"""Trial lists as the paper builds them (paper §4.1, T8), and Kaldi trial/score files.
+
+Formats (Kaldi's):
+
+* trials: ``enroll test target|nontarget`` one per line;
+* scores: ``enroll test score``;
+* ``enroll2utt``: ``model utt1 utt2 ...`` for enrollment models built from k
+  utterances (the same layout as ``spk2utt``).
+
+The *anchor* of the paper's protocol is always the **test** column: for each
+anchor utterance we pick one positive (a same-speaker utterance, or that
+speaker's k-utterance model) and 99 negatives (other speakers' utterances or
+models).  Keeping the anchor in one column means ACC is computed the same way for
+the utterance-level list and for the k-enrollment lists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..utils import atomic_write
+from .metrics import ScoringError
+
+logger = logging.getLogger(__name__)
+
+NUM_NEGATIVES = 99  # paper §4.1: 1 positive + 99 negatives per anchor
+ENROLL_COUNTS = (1, 2, 3, 5)  # paper T8
+
+
+@dataclass(frozen=True)
+class Trial:
+    enroll: str
+    test: str
+    target: bool
+
+
+def _rng(seed: int, *tags: str) -> np.random.Generator:
+    """A generator that depends only on the seed and the tags (e.g. the anchor id).
+
+    Seeding per anchor keeps each anchor's trials the same when other utterances are
+    added or removed (say a corrupt file is dropped), so lists stay comparable.
+    """
+    import zlib
+
+    key = [seed] + [zlib.crc32(t.encode()) for t in tags]
+    return np.random.default_rng(key)
+
+
+def _by_speaker(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return spk2utt
+
+
+def make_trials(utt2spk: Mapping[str, str], num_negatives: int = NUM_NEGATIVES,
+                seed: int = 0) -> list[Trial]:
+    """Utterance-level trials: every utterance is an anchor with 1 positive and N negatives.
+
+    The positive is another utterance of the anchor's speaker; negatives are drawn
+    uniformly, without replacement, from the utterances of all other speakers.
+    Anchors whose speaker has a single utterance have no positive and are skipped
+    (logged).  If fewer than ``num_negatives`` other-speaker utterances exist, all of
+    them are used and a warning says so.
+    """
+    spk2utt = _by_speaker(utt2spk)
+    utts = sorted(utt2spk)
+    spk_of = np.array([utt2spk[u] for u in utts])
+    trials: list[Trial] = []
+    skipped = []
+    short = 0
+    for i, anchor in enumerate(utts):
+        spk = utt2spk[anchor]
+        others = [u for u in spk2utt[spk] if u != anchor]
+        if not others:
+            skipped.append(anchor)
+            continue
+        rng = _rng(seed, "utt", anchor)
+        pos = others[rng.integers(len(others))]
+        neg_pool = np.flatnonzero(spk_of != spk)
+        n = min(num_negatives, len(neg_pool))
+        short += n < num_negatives
+        negs = sorted(utts[j] for j in rng.choice(neg_pool, size=n, replace=False))
+        trials.append(Trial(pos, anchor, True))
+        trials.extend(Trial(u, anchor, False) for u in negs)
+    if skipped:
+        logger.warning("%d anchors skipped: their speaker has one utterance (e.g. %s)",
+                       len(skipped), skipped[0])
+    if short:
+        logger.warning("%d anchors got fewer than %d negatives: not enough other-speaker "
+                       "utterances", short, num_negatives)
+    return trials
+
+
+def make_enroll_trials(utt2spk: Mapping[str, str], enroll_counts: Sequence[int] = ENROLL_COUNTS,
+                       num_negatives: int = NUM_NEGATIVES, seed: int = 0
+                       ) -> tuple[dict[str, list[str]], dict[int, list[Trial]]]:
+    """Trials against k-utterance enrollment models (paper T8).
+
+    Per speaker, ``max(enroll_counts)`` utterances are drawn as its enrollment pool;
+    the model for k uses the first k of them, so the models are nested and the
+    comparison across k is paired.  The remaining utterances are the anchors, the
+    same for every k, and never part of any model.  Each anchor is tried against its
+    own speaker's model and the models of ``num_negatives`` other speakers.
+
+    Returns ``(enroll2utt, {k: trials})``, model ids ``<spk>-enroll<k>``.
+    """
+    counts = sorted(set(int(k) for k in enroll_counts))
+    if not counts or counts[0] < 1:
+        raise ValueError(f"enroll counts must be >= 1, got {list(enroll_counts)}")
+    pool_size = counts[-1]
+    spk2utt = _by_speaker(utt2spk)
+    pools: dict[str, list[str]] = {}
+    anchors: dict[str, list[str]] = {}
+    for spk, utts in spk2utt.items():
+        if len(utts) < pool_size + 1:
+            logger.warning("speaker %s has %d utterances; needs %d (%d to enroll + 1 test): "
+                           "left out of the enrollment trials", spk, len(utts), pool_size + 1,
+                           pool_size)
+            continue
+        rng = _rng(seed, "enroll", spk)
+        perm = rng.permutation(len(utts))
+        pools[spk] = [utts[j] for j in perm[:pool_size]]
+        anchors[spk] = sorted(utts[j] for j in perm[pool_size:])
+    speakers = sorted(pools)
+    if len(speakers) < 2:
+        raise ValueError("enrollment trials need at least 2 speakers with enough utterances")
+    n = min(num_negatives, len(speakers) - 1)
+    if n < num_negatives:
+        logger.warning("only %d other speakers: each anchor gets %d negative models, not %d",
+                       len(speakers) - 1, n, num_negatives)
+    enroll2utt = {f"{spk}-enroll{k}": pools[spk][:k] for spk in speakers for k in counts}
+    trials: dict[int, list[Trial]] = {k: [] for k in counts}
+    spk_arr = np.array(speakers)
+    for spk in speakers:
+        others = spk_arr[spk_arr != spk]
+        for anchor in anchors[spk]:
+            rng = _rng(seed, "enroll-anchor", anchor)
+            negs = sorted(rng.choice(others, size=n, replace=False))
+            for k in counts:
+                trials[k].append(Trial(f"{spk}-enroll{k}", anchor, True))
+                trials[k].extend(Trial(f"{o}-enroll{k}", anchor, False) for o in negs)
+    return enroll2utt, trials
+
+
+def write_trials(path, trials: Iterable[Trial]) -> None:
+    with atomic_write(path) as f:
+        for t in trials:
+            f.write(f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n")
+
+
+def read_trials(path) -> list[Trial]:
+    """Read a Kaldi trials file; malformed lines and duplicate trials name file and line."""
+    trials: list[Trial] = []
+    seen: dict[tuple[str, str], int] = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != 3:
+                raise ScoringError(f"{path}:{lineno}: expected 'enroll test target|nontarget', "
+                                   f"got {line.rstrip()!r}")
+            enroll, test, label = fields
+            if label not in ("target", "nontarget"):
+                raise ScoringError(f"{path}:{lineno}: label must be target or nontarget, got {label!r}")
+            if (enroll, test) in seen:
+                raise ScoringError(f"{path}:{lineno}: trial '{enroll} {test}' repeats line "
+                                   f"{seen[(enroll, test)]}")
+            seen[(enroll, test)] = lineno
+            trials.append(Trial(enroll, test, label == "target"))
+    if not trials:
+        raise ScoringError(f"{path}: no trials")
+    return trials
+
+
+def write_scores(path, trials: Sequence[Trial], scores: Sequence[float]) -> None:
+    with atomic_write(path) as f:
+        for t, s in zip(trials, scores, strict=True):
+            f.write(f"{t.enroll} {t.test} {float(s):.6f}\n")
+
+
+def read_scores(path) -> dict[tuple[str, str], float]:
+    scores: dict[tuple[str, str], float] = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != 3:
+                raise ScoringError(f"{path}:{lineno}: expected 'enroll test score', got {line.rstrip()!r}")
+            try:
+                value = float(fields[2])
+            except ValueError:
+                raise ScoringError(f"{path}:{lineno}: score {fields[2]!r} is not a number") from None
+            if not np.isfinite(value):
+                raise ScoringError(f"{path}:{lineno}: score of '{fields[0]} {fields[1]}' is {value}")
+            scores[(fields[0], fields[1])] = value
+    return scores
+
+
+def scores_for_trials(trials: Sequence[Trial], scores: Mapping[tuple[str, str], float],
+                      trials_path="trials", scores_path="scores") -> np.ndarray:
+    """Scores in trial order; a trial without a score is an error naming it."""
+    out = np.empty(len(trials))
+    missing = []
+    for i, t in enumerate(trials):
+        s = scores.get((t.enroll, t.test))
+        if s is None:
+            missing.append(i)
+        else:
+            out[i] = s
+    if missing:
+        t = trials[missing[0]]
+        raise ScoringError(f"{scores_path}: no score for trial '{t.enroll} {t.test}' "
+                           f"({trials_path}:{missing[0] + 1}); {len(missing)} of {len(trials)} "
+                           f"trials have no score")
+    return out
+
+
+def write_enroll2utt(path, enroll2utt: Mapping[str, Sequence[str]]) -> None:
+    with atomic_write(path) as f:
+        for model in sorted(enroll2utt):
+            f.write(f"{model} {' '.join(enroll2utt[model])}\n")
+
+
+def read_enroll2utt(path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) < 2:
+                raise ScoringError(f"{path}:{lineno}: expected 'model utt1 [utt2 ...]', got {line.rstrip()!r}")
+            if fields[0] in out:
+                raise ScoringError(f"{path}:{lineno}: model {fields[0]} listed twice")
+            out[fields[0]] = fields[1:]
+    return out

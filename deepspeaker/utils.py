@@ -1,0 +1,114 @@
+"""Small helpers every stage shares: logging with file:line, atomic writes, configs.
+
+They live in one place so that every stage logs the same way, every output file
+is written with the same temp-and-rename discipline (a crash or Ctrl-C never
+leaves a half-written file under its final name), and every config rejects
+unknown keys the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Type, TypeVar
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+class DeepSpeakerError(Exception):
+    """An error a user can act on; bin/ scripts print it without a traceback."""
+
+
+class ConfigError(DeepSpeakerError):
+    """A config file or dict that does not match its schema."""
+
+
+def setup_logging(level: int | str = logging.INFO, log_file: str | os.PathLike | None = None) -> None:
+    """Log to stderr (and optionally a file) with time and file:line, as Kaldi and icefall do."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATEFMT,
+                        handlers=handlers, force=True)
+
+
+def tmp_path_for(path: str | os.PathLike) -> Path:
+    """A temp name beside ``path`` (same directory, so the rename is atomic).
+
+    The name keeps the suffix of ``path``, so tools that look at extensions still work,
+    and contains the pid so that two writers never share a temp file.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
+    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: Type[T], values: Mapping[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``values``, refusing keys it does not declare.
+
+    A misspelt option silently falling back to its default is the commonest way an
+    experiment ends up not being the one that was meant, so unknown keys are errors.
+    """
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"known keys are {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping; an empty file is an empty mapping."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    import yaml
+
+    with atomic_write(path) as f:
+        yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=False)

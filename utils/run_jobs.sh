@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Runs a command as parallel local jobs, one log per job (like Kaldi's run.pl).
+#
+# Usage: run_jobs.sh [--max-jobs-run M] [--nj N] [JOB=A:B] LOG CMD [ARGS...]
+#   JOB=A:B            run jobs A..B (A <= B, non-negative integers; JOB=A runs
+#                      one). Every "JOB" in LOG and in CMD ARGS... becomes the
+#                      job index. Another upper- or lower-case name works too
+#                      (SPLIT=1:4 replaces SPLIT).
+#   --nj N             the same as JOB=1:N (not together with a range).
+#   --max-jobs-run M   at most M jobs at once (default: all of them).
+#   Options and the range may come in any order, before LOG. Without a range
+#   there is one job and nothing is replaced.
+#
+# The command is CMD and ARGS joined with spaces, run by `bash -o pipefail -c`,
+# so one quoted argument can hold a pipeline: run_jobs.sh x.log 'a | b > c'.
+# Arguments are not re-quoted: an argument with spaces meant as one word must
+# carry its own quotes inside ("'a b'"). Jobs read stdin from /dev/null.
+#
+# Each LOG (its directory created) holds "# <command>", "# Started at <date>",
+# the command's stdout and stderr, "# Accounting: time=<s> threads=1" and
+# "# Ended (code <rc>) at <date>".
+# Exit 0 quietly when all jobs succeed. Otherwise, once all have finished,
+# print "run_jobs.sh: K/N jobs failed (exit codes ...); log: <first failed>"
+# and that log's last 20 lines to stderr, and exit 1. Usage errors exit 1.
+# SIGINT/SIGTERM/SIGHUP kill the running jobs (their whole process groups),
+# whose logs end with their code, and exit 130/143/129.
+set -euo pipefail
+
+prog=run_jobs.sh
+usage="Usage: $prog [--max-jobs-run M] [--nj N] [JOB=A:B] LOG CMD [ARGS...]
+  JOB=A:B           run jobs A..B; JOB in LOG and ARGS becomes the job index
+  --nj N            same as JOB=1:N
+  --max-jobs-run M  at most M jobs at once (default: all)
+  The command (CMD ARGS joined with spaces) runs under bash -o pipefail -c;
+  each job logs to LOG. Exit 1 if any job fails, printing the failed log's tail."
+
+usage_error() {
+  echo "$prog: $*" >&2
+  echo "$usage" >&2
+  exit 1
+}
+
+max_jobs=
+nj=
+var=
+first=
+last=
+while [[ $# -gt 0 ]]; do
+  if [[ "$1" =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]]; then
+    # Anything shaped NAME=... before LOG is a job range, checked strictly.
+    [[ -z "$var" ]] || usage_error "more than one job range ($var=... and $1)"
+    var=${BASH_REMATCH[1]}
+    range=${BASH_REMATCH[2]}
+    if [[ "$range" =~ ^([0-9]+)(:([0-9]+))?$ ]]; then
+      first=$((10#${BASH_REMATCH[1]}))
+      last=$((10#${BASH_REMATCH[3]:-${BASH_REMATCH[1]}}))
+      ((first <= last)) || usage_error "bad job range $1 (start > end)"
+    else
+      usage_error "bad job range $1 (expected $var=A:B or $var=A)"
+    fi
+    shift
+    continue
+  fi
+  case "$1" in
+    -h|--help)
+      echo "$usage" >&2
+      exit 0
+      ;;
+    --max-jobs-run|--nj)
+      [[ $# -ge 2 ]] || usage_error "option $1 needs a value"
+      opt=$1 value=$2
+      shift 2
+      ;;
+    --max-jobs-run=*|--nj=*)
+      opt=${1%%=*} value=${1#*=}
+      shift
+      ;;
+    -*)
+      usage_error "unknown option $1"
+      ;;
+    *)
+      break
+      ;;
+  esac
+  if [[ ! "$value" =~ ^[0-9]+$ ]] || ((10#$value == 0)); then
+    usage_error "option $opt needs a positive integer, got '$value'"
+  fi
+  case "$opt" in
+    --max-jobs-run) max_jobs=$((10#$value)) ;;
+    --nj) nj=$((10#$value)) ;;
+  esac
+done
+
+if [[ -n "$nj" ]]; then
+  [[ -z "$var" ]] || usage_error "give either --nj or a job range, not both"
+  var=JOB first=1 last=$nj
+fi
+[[ $# -ge 2 ]] || usage_error "need a LOG and a command"
+log_pattern=$1
+shift
+cmd_args=("$@")
+
+if [[ -n "$var" ]]; then
+  if ((first < last)) && [[ "$log_pattern" != *"$var"* ]]; then
+    usage_error "$((last - first + 1)) jobs would share the log $log_pattern (it has no $var)"
+  fi
+else
+  first=1 last=1
+fi
+num_jobs=$((last - first + 1))
+[[ -n "$max_jobs" ]] || max_jobs=$num_jobs
+
+# The log and command of job $1, in $job_log and $job_cmd.
+expand_job() {
+  local i=$1 a
+  local -a words=()
+  if [[ -z "$var" ]]; then
+    job_log=$log_pattern
+    job_cmd="${cmd_args[*]}"
+    return
+  fi
+  job_log=${log_pattern//"$var"/"$i"}
+  for a in "${cmd_args[@]}"; do
+    words+=("${a//"$var"/"$i"}")
+  done
+  job_cmd="${words[*]}"
+}
+
+# Runs in its own process group (set -m below); the footer is written even
+# when a signal kills the command, because the trap only defers to it.
+run_one_job() {
+  local log=$1 cmd=$2 rc_file=$3 rc=0 start end
+  set +e
+  trap : INT TERM HUP
+  printf -v start '%(%s)T' -1
+  {
+    printf '# %s\n' "$cmd"
+    printf '# Started at %s\n' "$(date)"
+  } > "$log"
+  # Where bash reports a command killed by a signal ("Terminated").
+  exec 2>> "$log"
+  "${BASH:-bash}" -o pipefail -c "$cmd" >> "$log" 2>&1 < /dev/null
+  rc=$?
+  printf -v end '%(%s)T' -1
+  {
+    printf '# Accounting: time=%d threads=1\n' "$((end - start))"
+    printf '# Ended (code %d) at %s\n' "$rc" "$(date)"
+  } >> "$log"
+  echo "$rc" > "$rc_file"
+  exit "$rc"
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/run_jobs.XXXXXX")
+pids=()
+# shellcheck disable=SC2329  # cleanup and on_signal are called by the traps
+cleanup() { rm -rf -- "$tmp"; }
+# shellcheck disable=SC2329
+on_signal() {
+  local sig=$1 code=$2 pid
+  trap '' INT TERM HUP
+  for pid in "${pids[@]}"; do
+    kill -TERM -- "-$pid" 2> /dev/null || true
+  done
+  wait || true
+  echo "$prog: got SIG$sig; killed the running jobs" >&2
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'on_signal INT 130' INT
+trap 'on_signal TERM 143' TERM
+trap 'on_signal HUP 129' HUP
+
+# Every log directory first, so a bad path fails before any job starts.
+for ((i = first; i <= last; i++)); do
+  expand_job "$i"
+  mkdir -p -- "$(dirname -- "$job_log")"
+done
+
+# Job control gives each job its own process group, so a signal reaches the
+# whole pipeline of a job and not just its wrapper.
+set -m
+running=0
+for ((i = first; i <= last; i++)); do
+  while ((running >= max_jobs)); do
+    wait -n || true
+    running=$((running - 1))
+  done
+  expand_job "$i"
+  run_one_job "$job_log" "$job_cmd" "$tmp/$i.rc" &
+  pids+=("$!")
+  running=$((running + 1))
+done
+wait || true
+set +m
+
+failed=0
+codes=()
+first_failed_log=
+for ((i = first; i <= last; i++)); do
+  rc='?'  # a wrapper that could not even record its code
+  { read -r rc < "$tmp/$i.rc"; } 2> /dev/null || true
+  if [[ "$rc" != 0 ]]; then
+    failed=$((failed + 1))
+    codes+=("$rc")
+    if [[ -z "$first_failed_log" ]]; then
+      expand_job "$i"
+      first_failed_log=$job_log
+    fi
+  fi
+done
+
+if ((failed > 0)); then
+  echo "$prog: $failed/$num_jobs jobs failed (exit codes ${codes[*]}); log: $first_failed_log" >&2
+  tail -n 20 -- "$first_failed_log" >&2 || true
+  exit 1
+fi
+exit 0
