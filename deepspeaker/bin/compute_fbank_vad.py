@@ -179,7 +179,7 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
             batch.clear()
 
         for utt, samples, err in iter_audio(d, utts, sample_rate=cfg.fbank.sample_rate,
-                                            min_samples=_frame_length(cfg.fbank)):
+                                            min_samples=cfg.fbank.frame_length_samples):
             if err is not None:
                 failed[utt] = str(err).replace("\n", " ")
                 logger.error("%s", err)
@@ -201,10 +201,6 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
     dt = time.time() - t0
     logger.info("job %d: %d utterances done, %d failed, %.1f s of audio in %.1f s (%.0fx real time)",
                 job, len(num_frames), len(failed), seconds, dt, seconds / max(dt, 1e-9))
-
-
-def _frame_length(opts: FbankOptions) -> int:
-    return int(round(opts.sample_rate * opts.frame_length_ms / 1000))
 
 
 def _run_jobs_script() -> Path:

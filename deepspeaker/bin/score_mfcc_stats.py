@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data import DataDir
 from ..features import select_voiced
-from ..features.mfcc import mfcc_from_fbank
+from ..features import mfcc_from_fbank
 from ..scoring.trials import read_enroll2utt, read_trials, write_scores
 from ..utils import DeepSpeakerError, setup_logging
 

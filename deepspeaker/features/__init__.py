@@ -17,6 +17,7 @@ from deepspeaker.features.fbank import (
     mel_filterbank,
     num_frames,
 )
+from deepspeaker.features.mfcc import mfcc_from_fbank
 from deepspeaker.features.vad import VadOptions, compute_vad_energy
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "compute_fbank_batch",
     "compute_vad_energy",
     "mel_filterbank",
+    "mfcc_from_fbank",
     "normalize_utterance",
     "num_frames",
     "prepare_features",

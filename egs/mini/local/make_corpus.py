@@ -83,8 +83,8 @@ PLACE_LOCUS = {"lab": (800.0, 2100.0), "alv": (1750.0, 2700.0), "vel": (1900.0, 
 BURST_SHAPE = {"lab": (1200.0, 1500.0, -20.0), "alv": (4200.0, 1800.0, -15.0),
                "vel": (2100.0, 700.0, -14.0)}
 # Spread of the speaker population (beyond sex): how different two voices are.
-VTL_STD = 0.055                          # log vocal-tract length scale
-VOWEL_ACCENT_STD = (0.08, 0.06, 0.04)    # log F1-F3 offsets per vowel and speaker
+VTL_STD = 0.065                          # log vocal-tract length scale
+VOWEL_ACCENT_STD = (0.12, 0.09, 0.06)    # log F1-F3 offsets per vowel and speaker
 UPPER_FORMANT_STD = 0.05                 # log F4, F5
 SOURCE_TILT_DB_OCT = (-3.0, 1.5)
 
@@ -97,12 +97,12 @@ RATE_STD = 0.07              # log speaking-rate scatter
 TOKEN_SCATTER = 0.03         # log formant scatter of each vowel token
 
 # The channel: the knobs that set how hard the corpus is for frame statistics.
-SNR_RANGE_DB = (5.0, 30.0)
+SNR_RANGE_DB = (15.0, 40.0)
 NOISE_KINDS = ("white", "pink", "babble")
 NOISE_P = (0.25, 0.4, 0.35)
-EQ_TILT_STD_DB_OCT = 2.0     # random channel tilt around 1 kHz
+EQ_TILT_STD_DB_OCT = 2.5     # random channel tilt around 1 kHz
 EQ_PEAKS = 3                 # smooth random peaks and dips
-EQ_PEAK_STD_DB = 3.0
+EQ_PEAK_STD_DB = 4.0
 LOW_CUT_HZ = (50.0, 250.0)
 HIGH_CUT_HZ = (5000.0, 9000.0)  # above 8 kHz: no band limit
 PEAK_DBFS = (-26.0, -6.0)
@@ -523,13 +523,12 @@ def _shaped_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 
 
 def apply_channel(speech: np.ndarray, vowel_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Noise at a random SNR, a smooth random EQ with band limits, then a random level."""
-    n = speech.size
-    kind = NOISE_KINDS[int(rng.choice(len(NOISE_KINDS), p=NOISE_P))]
-    snr_db = rng.uniform(*SNR_RANGE_DB)
-    speech_power = np.mean(speech[vowel_mask] ** 2)
-    x = speech + _shaped_noise(rng, n, kind) * math.sqrt(speech_power / 10.0 ** (snr_db / 10.0))
+    """A smooth random EQ with band limits, noise at a random SNR, a random level.
 
+    The noise goes through the same microphone as the speech, but the SNR is set on
+    the result (vowel power over noise power), so it is the SNR of the file.
+    """
+    n = speech.size
     nfft = scipy.fft.next_fast_len(n + 1024, real=True)
     freqs = np.arange(nfft // 2 + 1) * (SAMPLE_RATE / nfft)
     octaves = np.log2(np.maximum(freqs, 40.0) / 1000.0)
@@ -542,7 +541,13 @@ def apply_channel(speech: np.ndarray, vowel_mask: np.ndarray, rng: np.random.Gen
     response = (10.0 ** (eq_db / 20.0)
                 / np.sqrt(1.0 + (low_cut / np.maximum(freqs, 1.0)) ** 4)
                 / np.sqrt(1.0 + (freqs / high_cut) ** 8))
-    y = scipy.fft.irfft(scipy.fft.rfft(x, nfft) * response, nfft)[:n]
+    kind = NOISE_KINDS[int(rng.choice(len(NOISE_KINDS), p=NOISE_P))]
+    snr_db = rng.uniform(*SNR_RANGE_DB)
+    noise = _shaped_noise(rng, n, kind)
+    speech = scipy.fft.irfft(scipy.fft.rfft(speech, nfft) * response, nfft)[:n]
+    noise = scipy.fft.irfft(scipy.fft.rfft(noise, nfft) * response, nfft)[:n]
+    gain = math.sqrt(np.mean(speech[vowel_mask] ** 2) / np.mean(noise ** 2) / 10.0 ** (snr_db / 10.0))
+    y = speech + gain * noise
 
     peak_dbfs = rng.uniform(*PEAK_DBFS)
     return y * (10.0 ** (peak_dbfs / 20.0) / (np.max(np.abs(y)) + 1e-12))
