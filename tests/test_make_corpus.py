@@ -78,11 +78,12 @@ def test_deterministic_across_runs_and_nj(corpus, tmp_path):
     for name in first:
         assert first[name] == second[name], f"{name} differs between nj=2 and nj=1"
     for set_name in SETS:
+        ours, theirs = data_dir / set_name, tmp_path / "data" / set_name
         for name in ("utt2spk", "spk2utt", "utt2dur"):
-            assert (data_dir / set_name / name).read_bytes() == (tmp_path / "data" / set_name / name).read_bytes()
+            assert (ours / name).read_bytes() == (theirs / name).read_bytes()
         # wav.scp differs only by where the corpus is.
-        assert ((data_dir / set_name / "wav.scp").read_text().replace(str(out_dir), "ROOT")
-                == (tmp_path / "data" / set_name / "wav.scp").read_text().replace(str((tmp_path / "wav").resolve()), "ROOT"))
+        assert ((ours / "wav.scp").read_text().replace(str(out_dir.resolve()), "ROOT")
+                == (theirs / "wav.scp").read_text().replace(str((tmp_path / "wav").resolve()), "ROOT"))
 
 
 def test_other_seed_gives_other_audio(corpus, tmp_path):
@@ -197,15 +198,22 @@ def test_refuses_to_mix_corpora_and_bad_options(tmp_path):
         mc.make_corpus(tmp_path / "w2", tmp_path / "d2", mc.CorpusOptions(num_dev_spk=0))
 
 
-def _long_term_spectrum(x: np.ndarray) -> np.ndarray:
-    """Log power in 30 mel-spaced bands (250 Hz - 7 kHz) over the louder half of the frames."""
+def _spectral_detail(x: np.ndarray) -> np.ndarray:
+    """Long-term spectrum of the loud frames with its smooth part removed.
+
+    Log power in 40 mel-spaced bands (200 Hz - 7.5 kHz) averaged over the loudest 30 %
+    of the frames (mostly vowels), minus its 7-band moving average: what is left is the
+    formant-scale detail of the voice, and the smooth channel EQ is gone.
+    """
     frames = np.lib.stride_tricks.sliding_window_view(x, 400)[::160] * np.hanning(400)
     power = np.abs(np.fft.rfft(frames, 512)) ** 2
-    mel = np.linspace(1127 * np.log1p(250 / 700), 1127 * np.log1p(7000 / 700), 31)
+    mel = np.linspace(1127 * np.log1p(200 / 700), 1127 * np.log1p(7500 / 700), 41)
     edges = np.unique(np.round(700 * np.expm1(mel / 1127) / (16000 / 512)).astype(int))
     bands = np.log(np.add.reduceat(power, edges, axis=1)[:, :-1] + 1e-10)
-    loud = bands.sum(axis=1) >= np.median(bands.sum(axis=1))
-    return bands[loud].mean(axis=0)
+    energy = bands.sum(axis=1)
+    lts = bands[energy >= np.percentile(energy, 70)].mean(axis=0)
+    padded = np.pad(lts, 3, mode="edge")
+    return lts - np.convolve(padded, np.ones(7) / 7, mode="valid")
 
 
 def _median_f0(x: np.ndarray) -> float:
@@ -231,25 +239,25 @@ def test_same_speaker_utterances_are_more_similar(tmp_path):
     for utt, path in _read_table(tmp_path / "data" / "eval" / "wav.scp"):
         x, _ = sf.read(path, dtype="float64")
         spks.append(utt.split("-")[0])
-        spectra.append(_long_term_spectrum(x))
+        spectra.append(_spectral_detail(x))
         pitch.append(12 * np.log2(_median_f0(x)))
     spks = np.array(spks)
     same = (spks[:, None] == spks[None, :]) & ~np.eye(len(spks), dtype=bool)
     diff = spks[:, None] != spks[None, :]
 
-    # Long-term spectrum, z-scored over the set: cosine of same-speaker pairs is
-    # higher on average (~0.10 vs -0.04 here; 0.19 vs 0.00 over the default eval
-    # set), though the channel EQ keeps it far from separable.
+    # Spectral detail, z-scored over the set: same-speaker cosine 0.50 vs -0.08
+    # here (0.61 vs 0.00 over the default eval set; EER 10 % there against 20 % for
+    # MFCC mean + std, whose low cepstra carry the channel EQ).
     x = np.array(spectra)
     x = (x - x.mean(axis=0)) / x.std(axis=0)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     cos = x @ x.T
-    assert cos[same].mean() > cos[diff].mean() + 0.05, (cos[same].mean(), cos[diff].mean())
+    assert cos[same].mean() > cos[diff].mean() + 0.3, (cos[same].mean(), cos[diff].mean())
     np.fill_diagonal(cos, -np.inf)
     nearest_same = np.mean(spks[cos.argmax(axis=1)] == spks)
-    assert nearest_same > 0.2, nearest_same  # chance: 4 / 39
+    assert nearest_same > 0.6, nearest_same  # chance: 4 / 39
 
-    # Median pitch: same-speaker utterances ~2 semitones apart, others ~5.5.
+    # Median pitch: same-speaker utterances 1.8 semitones apart, others 5.5.
     dist = np.abs(np.array(pitch)[:, None] - np.array(pitch)[None, :])
     assert np.isfinite(dist).all()
     assert dist[same].mean() < 0.6 * dist[diff].mean(), (dist[same].mean(), dist[diff].mean())

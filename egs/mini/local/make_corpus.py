@@ -11,15 +11,25 @@ are disjoint (ids ``trNNNN``, ``dvNNNN``, ``evNNNN``; utterances ``<spk>-uNNN``)
 Voices follow the source-filter model.  What makes a speaker, drawn once per speaker:
 F0 median and range (male-like and female-like populations that overlap), intonation
 habits (accent size, frequency and timing, declination, final rise or fall),
-vocal-tract length (scales every formant), a per-vowel formant "accent", fixed upper
-formants F4/F5, formant bandwidths, glottal pulse shape (open quotient, skew) and
-extra source tilt, jitter, shimmer, breathiness, speaking rate, fricative colour.
-What is nuisance, drawn per utterance: the words (random syllables), small shifts of
-pitch, rate and vocal effort, token-to-token formant scatter, and the channel: a smooth
-random EQ with band limits, white / pink / babble-like noise at a random SNR, and a
-random level (peak -26 to -6 dBFS, never clipping).  Frame statistics (mean and std
-of MFCC) see mostly the long-term spectrum, which the channel blurs; the per-vowel
-formants and the F0 dynamics are there for a model that looks at time and context.
+vocal-tract length (scales every formant), a per-vowel formant "accent", upper
+formants F4-F8, formant bandwidths, side-cavity anti-resonances, glottal pulse shape
+(open quotient, skew) and extra source tilt, jitter, shimmer, breathiness, speaking
+rate, fricative colour.  What is nuisance, drawn per utterance: the words (random
+syllables between leading and trailing silence), small shifts of pitch, rate and
+vocal effort, token-to-token formant scatter, and the channel: a smooth random EQ with
+band limits, white / pink / babble-like noise at 15-40 dB SNR, and a random level
+(peak -26 to -6 dBFS, never clipping).  Frame statistics see mostly the long-term
+spectrum, which the channel blurs; the per-vowel formants and the F0 dynamics are
+there for a model that looks at time and context.
+
+How hard it is (default options, seed 0, eval set, 1,900 anchors with 1 positive and
+99 negatives each as in paper §4.1): 20 MFCC -> per-utterance mean and std -> z-score
+over the set -> cosine gives EER 20.1 %, ACC 34.6 % (mean cosine 0.41 same speaker,
+0.00 others); LDA trained on the train speakers on the same 40-d stats: EER 14.6 %;
+the long-term spectrum of loud frames with its smooth (channel) part removed: 9.7 %;
+a small TDNN x-vector (softmax, 64 fbank, per-utterance mean norm, 2 min on 2 CPU
+cores) EER 4.4 %, ACC 80.7 %.  The knobs are the constants below (speaker spread,
+within-speaker variation, channel).  Made in ~60 s with --nj 2: 3.5 h, 4,220 wavs, 400 MB.
 
 The audio of an utterance depends only on (seed, set, speaker index, utterance index)
 and the duration range, never on --nj or the order of work, so the same options give
@@ -96,7 +106,10 @@ PITCH_SHIFT_STD_ST = 0.8     # mood / day-to-day pitch, semitones
 RATE_STD = 0.07              # log speaking-rate scatter
 TOKEN_SCATTER = 0.03         # log formant scatter of each vowel token
 
-# The channel: the knobs that set how hard the corpus is for frame statistics.
+# The channel: the knobs that set how hard the corpus is for frame statistics.  At
+# 5-30 dB SNR the MFCC-stats baseline sat at 31 % EER, nearly all of it from the noise
+# (9 % without any channel); 15-40 dB puts it at 20 %, with the EQ and the speakers'
+# own variation carrying a fair share.
 SNR_RANGE_DB = (15.0, 40.0)
 NOISE_KINDS = ("white", "pink", "babble")
 NOISE_P = (0.25, 0.4, 0.35)
@@ -115,11 +128,11 @@ CONSONANT_P = (0.30, 0.12, 0.06, 0.07, 0.10, 0.15, 0.20)
 class CorpusOptions:
     num_train_spk: int = 250
     num_dev_spk: int = 40
-    num_eval_spk: int = 100  # paper §4.1: Eva200 has 19 utterances per speaker
+    num_eval_spk: int = 100  # paper T4: Eva200 has 200; half keeps the recipe fast
     utts_per_train_spk: int = 8
     utts_per_dev_spk: int = 8
-    utts_per_eval_spk: int = 19  # paper T4
-    min_dur: float = 2.0
+    utts_per_eval_spk: int = 19  # paper T4: 19 utterances per speaker
+    min_dur: float = 2.0  # paper §4.1: mostly 3-5 s; shorter keeps the recipe fast
     max_dur: float = 4.0
     seed: int = 0
 
@@ -234,8 +247,8 @@ def _draw_side_branches(rng: np.random.Generator, vtl: float) -> np.ndarray:
     """Anti-resonances of side cavities (piriform fossa, nasal / sinus coupling).
 
     They are fixed for a speaker whatever the vowel, narrower than any channel EQ
-    peak, and each comes with a nearby pole as in a real side branch, so the dip
-    stays a few to ~15 dB deep.
+    peak, and each comes with a nearby pole as in a real side branch: dips of 4-22 dB
+    (median 13) next to a peak.
     """
     zeros = np.array([4500.0 * vtl * math.exp(rng.normal(0.0, 0.08)),
                       math.exp(rng.uniform(math.log(700.0), math.log(2800.0)))])
@@ -251,7 +264,8 @@ def _side_branch_response(pairs: np.ndarray) -> np.ndarray:
     h = np.ones(z1.size, dtype=np.complex128)
     for zf, zb, pf, pb in pairs:
         rz, rp = math.exp(-math.pi * zb / SAMPLE_RATE), math.exp(-math.pi * pb / SAMPLE_RATE)
-        bz, ap = 2 * rz * math.cos(2 * math.pi * zf / SAMPLE_RATE), 2 * rp * math.cos(2 * math.pi * pf / SAMPLE_RATE)
+        bz = 2 * rz * math.cos(2 * math.pi * zf / SAMPLE_RATE)
+        ap = 2 * rp * math.cos(2 * math.pi * pf / SAMPLE_RATE)
         h *= ((1.0 - bz * z1 + rz * rz * z1 * z1) / (1.0 - bz + rz * rz)
               * (1.0 - ap + rp * rp) / (1.0 - ap * z1 + rp * rp * z1 * z1))
     return h
@@ -309,7 +323,8 @@ def _plan_articulation(voice: Voice, rng: np.random.Generator, n: int, scale: fl
             ctype = CONSONANTS[int(rng.choice(len(CONSONANTS), p=CONSONANT_P))]
             v = int(rng.integers(len(VOWEL_FORMANTS)))
             # Token-to-token scatter of the vowel target: within-speaker variability.
-            target = np.concatenate([voice.vowel_formants[v] * np.exp(rng.normal(0.0, TOKEN_SCATTER, 3)), upper])
+            scatter = np.exp(rng.normal(0.0, TOKEN_SCATTER, 3))
+            target = np.concatenate([voice.vowel_formants[v] * scatter, upper])
             accented = rng.random() < voice.accent_prob
             vdur = rng.uniform(0.08, 0.19) * scale * (1.25 if accented else 1.0)
             place = None
@@ -442,7 +457,8 @@ def synthesize_speech(voice: Voice, rng: np.random.Generator, n: int) -> tuple[n
     lv0, lv1 = tl.vowels[-1]
     st += voice.boundary_st * np.clip((ft - lv0) / max(lv1 - lv0, 1e-3), 0.0, 1.0)
     for _ in range(2):
-        st += rng.uniform(0.1, 0.4) * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * ft + rng.uniform(0, 2 * np.pi))
+        amp, freq, phase0 = rng.uniform(0.1, 0.4), rng.uniform(0.3, 1.5), rng.uniform(0, 2 * np.pi)
+        st += amp * np.sin(2 * np.pi * freq * ft + phase0)
     f0_frames = voice.f0_median * 2.0 ** (st / 12.0)
     f0 = np.interp(np.arange(n) / sr, ft, f0_frames)
 
@@ -535,7 +551,8 @@ def apply_channel(speech: np.ndarray, vowel_mask: np.ndarray, rng: np.random.Gen
     eq_db = rng.normal(0.0, EQ_TILT_STD_DB_OCT) * octaves
     for _ in range(EQ_PEAKS):
         centre = rng.uniform(math.log2(0.15), math.log2(6.5))
-        eq_db += rng.normal(0.0, EQ_PEAK_STD_DB) * np.exp(-0.5 * ((octaves - centre) / rng.uniform(0.3, 1.0)) ** 2)
+        gain_db, width = rng.normal(0.0, EQ_PEAK_STD_DB), rng.uniform(0.3, 1.0)
+        eq_db += gain_db * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
     low_cut = rng.uniform(*LOW_CUT_HZ)
     high_cut = rng.uniform(*HIGH_CUT_HZ)
     response = (10.0 ** (eq_db / 20.0)
@@ -717,17 +734,17 @@ def get_parser() -> argparse.ArgumentParser:
     d = CorpusOptions()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out-dir", required=True, help="where the wav files go: <out-dir>/<set>/<spk>/<utt>.wav")
-    p.add_argument("--data-dir", required=True, help="where the Kaldi data dirs go: <data-dir>/{train,dev,eval}")
-    p.add_argument("--num-train-spk", type=int, default=d.num_train_spk)
-    p.add_argument("--num-dev-spk", type=int, default=d.num_dev_spk)
-    p.add_argument("--num-eval-spk", type=int, default=d.num_eval_spk)
-    p.add_argument("--utts-per-train-spk", type=int, default=d.utts_per_train_spk)
-    p.add_argument("--utts-per-dev-spk", type=int, default=d.utts_per_dev_spk)
-    p.add_argument("--utts-per-eval-spk", type=int, default=d.utts_per_eval_spk)
+    p.add_argument("--out-dir", required=True, help="wav files go to OUT_DIR/<set>/<spk>/<utt>.wav")
+    p.add_argument("--data-dir", required=True, help="Kaldi data dirs go to DATA_DIR/{train,dev,eval}")
+    p.add_argument("--num-train-spk", type=int, default=d.num_train_spk, help="training speakers")
+    p.add_argument("--num-dev-spk", type=int, default=d.num_dev_spk, help="dev (early stopping) speakers")
+    p.add_argument("--num-eval-spk", type=int, default=d.num_eval_spk, help="evaluation speakers")
+    p.add_argument("--utts-per-train-spk", type=int, default=d.utts_per_train_spk, help="utterances each")
+    p.add_argument("--utts-per-dev-spk", type=int, default=d.utts_per_dev_spk, help="utterances each")
+    p.add_argument("--utts-per-eval-spk", type=int, default=d.utts_per_eval_spk, help="utterances each")
     p.add_argument("--min-dur", type=float, default=d.min_dur, help="shortest utterance, seconds")
     p.add_argument("--max-dur", type=float, default=d.max_dur, help="longest utterance, seconds")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="the corpus is a function of it")
     p.add_argument("--nj", type=int, default=2, help="parallel worker processes")
     return p
 
@@ -735,7 +752,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     args = get_parser().parse_args(argv)
-    logging.info("%s %s", Path(sys.argv[0]).name, " ".join(sys.argv[1:] if argv is None else argv))
+    logging.info("%s %s", Path(__file__).name, " ".join(sys.argv[1:] if argv is None else argv))
     opts = CorpusOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CorpusOptions)})
     try:
         make_corpus(args.out_dir, args.data_dir, opts, nj=args.nj)
