@@ -1,7 +1,6 @@
 """The mini recipe, stages 0-2, on a small corpus, end to end through run.sh (as CI runs it)."""
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -9,14 +8,15 @@ import kaldiio
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS_OPTS = ("--num-train-spk 3 --num-dev-spk 2 --num-eval-spk 6 --utts-per-train-spk 3 "
+CORPUS_OPTS = ("--num-train-spk 8 --num-dev-spk 2 --num-eval-spk 6 --utts-per-train-spk 3 "
                "--utts-per-dev-spk 3 --utts-per-eval-spk 7 --min-dur 1.0 --max-dur 1.5")
 
 
 def _run(tmp_path, *extra):
     cmd = ["bash", str(ROOT / "egs/mini/run.sh"), "--nj", "2", "--corpus-opts", CORPUS_OPTS,
            "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
-           "--corpus-dir", str(tmp_path / "corpus"), *extra]
+           "--corpus-dir", str(tmp_path / "corpus"),
+           "--ivector-conf", str(ROOT / "tests/conf_ivector_tiny.yaml"), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, LC_ALL="C"))
 
@@ -24,7 +24,7 @@ def _run(tmp_path, *extra):
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mini")
-    r = _run(tmp, "--stop-stage", "2")
+    r = _run(tmp, "--stop-stage", "5")
     assert r.returncode == 0, r.stdout + r.stderr
     return tmp, r
 
@@ -32,7 +32,7 @@ def recipe(tmp_path_factory):
 def test_stages_0_to_2(recipe):
     tmp, r = recipe
     data = tmp / "data"
-    for x, n in (("train", 9), ("dev", 6), ("eval", 42)):
+    for x, n in (("train", 24), ("dev", 6), ("eval", 42)):
         feats = kaldiio.load_scp(str(data / x / "feats.scp"))
         assert len(feats) == n
         assert all(m.shape[1] == 64 for m in feats.values())
@@ -45,12 +45,32 @@ def test_stages_0_to_2(recipe):
     for k in (1, 2, 3, 5):
         lines = (data / "eval" / f"trials_enroll{k}").read_text().splitlines()
         assert len(lines) == 6 * 2 * 6  # 7 - 5 anchors per speaker, 1 + 5 models each
-    out = (tmp / "exp/mfcc_stats/eval_trials.txt").read_text()
-    eer = float(re.search(r"EER: ([\d.]+)%", out).group(1))
-    assert 0 <= eer < 50
-    assert "ACC:" in out and "42 anchors" in out
+    results = (tmp / "exp/mfcc_stats/RESULTS.md").read_text()
+    rows = {r.split("|")[2].strip(): r.split("|") for r in results.splitlines() if r.startswith("| cosine")}
+    assert sorted(rows) == ["trials", "trials_enroll1", "trials_enroll2", "trials_enroll3",
+                            "trials_enroll5"]
+    eer, acc = float(rows["trials"][3]), float(rows["trials"][5])
+    assert 0 <= eer < 50 and 0 < acc <= 100
+    assert rows["trials"][6].strip() == "42 / 1470"
     assert (tmp / "exp/make_fbank_vad/eval/make_fbank_vad.1.log").exists()
     assert (tmp / "exp/log/make_corpus.log").exists()
+
+
+def test_ivector_stages(recipe):
+    tmp, _ = recipe
+    ivec = tmp / "exp/ivector"
+    for f in ("config.yaml", "models/ubm.npz", "models/extractor.npz", "models/lda.npz",
+              "models/plda.npz"):
+        assert (ivec / f).exists(), f
+    vecs = kaldiio.load_scp(str(ivec / "eval/ivector.scp"))
+    assert len(vecs) == 42 and all(v.shape == (10,) for v in vecs.values())
+    results = (ivec / "RESULTS.md").read_text()
+    systems = {(r.split("|")[1].strip(), r.split("|")[2].strip())
+               for r in results.splitlines() if r.startswith("| ")}
+    for method in ("plda", "cosine"):
+        for name in ("trials", "trials_enroll1", "trials_enroll2", "trials_enroll3",
+                     "trials_enroll5"):
+            assert (method, name) in systems
 
 
 def test_rerun_skips_finished_stages(recipe):
@@ -65,3 +85,63 @@ def test_rerun_skips_finished_stages(recipe):
 def test_unknown_option_fails(tmp_path):
     r = _run(tmp_path, "--no-such-option", "1")
     assert r.returncode != 0 and "--no-such-option" in r.stderr
+
+
+def _copy_exp(tmp, name):
+    import shutil
+
+    dst = tmp / name
+    shutil.copytree(tmp / "exp/ivector", dst)
+    return dst
+
+
+def test_ivector_bad_inputs(recipe):
+    """SPEC "Bad input" for the i-vector stages: named errors, skipped and listed utterances."""
+    import shutil
+
+    import numpy as np
+
+    from deepspeaker.bin import extract_ivectors, score_plda, summarize_scores
+    from deepspeaker.ivector.plda import TwoCovPLDA
+    from deepspeaker.ivector.ubm import DiagGmm
+
+    tmp, _ = recipe
+    data = tmp / "data"
+    # An utterance with no voiced frames: listed in failed_utts, its trials left out and listed.
+    bad = data / "evalbad"
+    shutil.copytree(data / "eval", bad)
+    vad = dict(kaldiio.load_scp(str(bad / "vad.scp")).items())
+    silent = sorted(vad)[3]
+    vad[silent] = np.zeros_like(vad[silent])
+    kaldiio.save_ark(str(bad / "vad2.ark"), vad, scp=str(bad / "vad.scp"))
+    exp = _copy_exp(tmp, "exp_badvad")
+    assert extract_ivectors.main([str(exp), str(bad)]) == 0
+    assert silent in (exp / "evalbad/failed_utts").read_text()
+    assert silent not in kaldiio.load_scp(str(exp / "evalbad/ivector.scp"))
+    assert score_plda.main([str(exp), str(bad), str(bad / "trials"),
+                            str(exp / "scores/plda_trials")]) == 0
+    skipped = (exp / "scores/plda_trials.skipped").read_text().splitlines()
+    assert skipped and all(silent in line for line in skipped)
+    assert summarize_scores.main([str(exp), str(bad)]) == 0
+    row = [r for r in (exp / "RESULTS.md").read_text().splitlines() if "| plda | trials |" in r][0]
+    assert row.split("|")[7].strip() == str(len(skipped))
+
+    # A trial naming an utterance the data dir does not have: error naming file and line.
+    trials = tmp / "trials_unknown"
+    trials.write_text((data / "eval/trials").read_text().splitlines()[0] + "\n"
+                      "ev0000-u000 nobody-u1 nontarget\n")
+    with pytest.raises(Exception, match=r"trials_unknown:2: test id nobody-u1"):
+        score_plda.run(tmp / "exp/ivector", data / "eval", trials, tmp / "s", "plda", None)
+
+    # A PLDA of another LDA size: refused, naming the file and both dimensions.
+    exp = _copy_exp(tmp, "exp_badplda")
+    TwoCovPLDA.from_covariances(np.zeros(3), np.eye(3), np.eye(3)).save(exp / "models/plda.npz")
+    with pytest.raises(Exception, match=r"plda.npz.*3.*5|plda.npz.*5.*3"):
+        score_plda.run(exp, data / "eval", data / "eval/trials", exp / "s", "plda", None)
+
+    # A UBM that does not match the features' dimension: refused, naming the file.
+    exp = _copy_exp(tmp, "exp_badubm")
+    (exp / "eval").rename(exp / "eval_old")
+    DiagGmm(np.full(4, 0.25), np.zeros((4, 40)), np.ones((4, 40))).save(exp / "models/ubm.npz")
+    with pytest.raises(Exception, match=r"ubm.npz: the UBM is for 40-d features but .* gives 60-d"):
+        extract_ivectors.run(exp, data / "eval")

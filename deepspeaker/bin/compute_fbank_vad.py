@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.ark import ArkWriter
 from ..data import DataDir, iter_audio, validate_data_dir, write_kaldi_map, read_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
 from ..utils import (DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml,
@@ -99,40 +100,6 @@ def job_paths(feat_dir: Path, name: str, job: int) -> dict[str, Path]:
         "failed": feat_dir / f"failed_utts_{name}.{job}",
         "done": feat_dir / f".done_{name}.{job}",
     }
-
-
-class ArkWriter:
-    """Appends matrices/vectors to an ark under a temp name and keeps the scp offsets.
-
-    The scp lines already point at the final name; ``commit`` renames the ark and
-    writes the scp, so a crash leaves either nothing or a complete, consistent pair.
-    """
-
-    def __init__(self, ark: Path, scp: Path):
-        import kaldiio
-
-        self._kaldiio = kaldiio
-        self.ark, self.scp = ark, scp
-        self.tmp = ark.with_name(f".{ark.name}.tmp{os.getpid()}")
-        self.f = open(self.tmp, "wb")
-        self.lines: list[str] = []
-
-    def write(self, key: str, array: np.ndarray) -> None:
-        pos = self.f.tell()
-        self._kaldiio.save_ark(self.f, {key: array})
-        self.lines.append(f"{key} {self.ark.resolve()}:{pos + len(key.encode()) + 1}\n")
-
-    def commit(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.ark)
-        with atomic_write(self.scp) as f:
-            f.writelines(self.lines)
-
-    def abort(self) -> None:
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: int,

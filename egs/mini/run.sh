@@ -4,7 +4,8 @@
 #
 #   ./run.sh [--stage N] [--stop-stage M] [--nj 2] [--corpus-opts "--num-eval-spk 20"]
 #
-# Stages: 0 corpus + data dirs, 1 fbank + VAD, 2 trials + MFCC-stats reference.
+# Stages: 0 corpus + data dirs, 1 fbank + VAD, 2 trials + MFCC-stats reference,
+# 3 UBM, 4 i-vector extractor + i-vectors, 5 LDA/PLDA scoring + metrics.
 # Every stage can be rerun: finished work is skipped (.done markers, per-job markers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -20,8 +21,9 @@ corpus_dir=corpus     # generated wav files
 data=data             # Kaldi data dirs
 exp=exp               # logs, models, scores
 feat_conf=conf/fbank_vad.yaml
+ivector_conf=conf/ivector.yaml
 max_failed_fraction=0.05
-help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--corpus-opts STR] [--data DIR] [--exp DIR]"
+help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--corpus-opts STR] [--data DIR] [--exp DIR] [--ivector-conf YAML]"
 
 . ../../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }
@@ -71,9 +73,50 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   # The bar every system must clear: 20-MFCC mean + std, cosine (no training at all).
   ref=$exp/mfcc_stats
   mkdir -p "$ref/scores"
-  python -m deepspeaker.bin.score_mfcc_stats "$data/eval" "$data/eval/trials" "$ref/scores/eval_trials"
-  python -m deepspeaker.bin.compute_metrics --json "$ref/eval_trials.json" \
-    "$data/eval/trials" "$ref/scores/eval_trials" | tee "$ref/eval_trials.txt"
+  python -m deepspeaker.bin.score_mfcc_stats "$data/eval" "$data/eval/trials" "$ref/scores/cosine_trials"
+  for k in 1 2 3 5; do
+    python -m deepspeaker.bin.score_mfcc_stats --enroll2utt "$data/eval/enroll2utt" \
+      "$data/eval" "$data/eval/trials_enroll$k" "$ref/scores/cosine_trials_enroll$k"
+  done
+  python -m deepspeaker.bin.summarize_scores --title "MFCC-stats reference (egs/mini)" "$ref" "$data/eval"
+fi
+
+ivec=$exp/ivector
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  # Diagonal GMM-UBM on MFCC + deltas of voiced frames (paper §4.2).
+  log "stage 3: UBM ($ivector_conf) -> $ivec/models/ubm.npz (log: $ivec/log/train_ubm.log)"
+  run_jobs.sh "$ivec/log/train_ubm.log" python -m deepspeaker.bin.train_ubm \
+    --config "$ivector_conf" "$data/train" "$ivec"
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  # Total-variability matrix by EM, then posterior-mean i-vectors for every set.
+  log "stage 4: i-vector extractor (log: $ivec/log/train_ivector_extractor.log)"
+  run_jobs.sh "$ivec/log/train_ivector_extractor.log" \
+    python -m deepspeaker.bin.train_ivector_extractor "$data/train" "$ivec"
+  for x in train eval; do
+    run_jobs.sh "$ivec/log/extract_ivectors_$x.log" \
+      python -m deepspeaker.bin.extract_ivectors "$ivec" "$data/$x"
+  done
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  # LDA + length norm + two-covariance PLDA; k-utterance enrollment scored as
+  # ivector-plda-scoring --num-utts does.  Cosine on the same vectors for comparison.
+  log "stage 5: LDA/PLDA and scoring"
+  run_jobs.sh "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/train"
+  mkdir -p "$ivec/scores"
+  for method in plda cosine; do
+    run_jobs.sh "$ivec/log/score_${method}_trials.log" python -m deepspeaker.bin.score_plda \
+      --method "$method" "$ivec" "$data/eval" "$data/eval/trials" "$ivec/scores/${method}_trials"
+    for k in 1 2 3 5; do
+      run_jobs.sh "$ivec/log/score_${method}_trials_enroll$k.log" python -m deepspeaker.bin.score_plda \
+        --method "$method" --enroll2utt "$data/eval/enroll2utt" "$ivec" "$data/eval" \
+        "$data/eval/trials_enroll$k" "$ivec/scores/${method}_trials_enroll$k"
+    done
+  done
+  python -m deepspeaker.bin.summarize_scores --title "i-vector baseline (egs/mini)" "$ivec" "$data/eval"
+  log "stage 5: results in $ivec/RESULTS.md"
 fi
 
 log "$0: done (stages $stage..$stop_stage)"

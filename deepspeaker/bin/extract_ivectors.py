@@ -1,0 +1,66 @@
+"""Stage 4b: posterior-mean i-vectors of a data dir (paper §4.2; SPEC B2).
+
+    python -m deepspeaker.bin.extract_ivectors exp/ivector data/eval
+
+Writes ``exp/ivector/<set>/ivector.scp`` + ark (float32 vectors, readable with
+kaldiio or Kaldi's copy-vector) and ``<set>/failed_utts`` for utterances without
+voiced frames, which get no i-vector and are never scored as zeros.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.ark import write_ark_scp
+from ..ivector.extractor import IvectorExtractor
+from ..ivector.pipeline import load_exp_config, load_ubm, set_stats, write_failed
+from ..utils import DeepSpeakerError
+from ._cli import run_main
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.extract_ivectors",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("exp", type=Path)
+    p.add_argument("data", type=Path)
+    return p
+
+
+def run(exp: Path, data: Path) -> Path:
+    cfg = load_exp_config(exp)
+    out_dir = exp / data.resolve().name
+    scp = out_dir / "ivector.scp"
+    if scp.exists():
+        logger.info("%s exists; nothing to do", scp)
+        return scp
+    ubm = load_ubm(exp, cfg)
+    ext = IvectorExtractor.load(exp / "models" / "extractor.npz")
+    if ext.means.shape != ubm.means.shape:
+        raise DeepSpeakerError(f"{exp / 'models/extractor.npz'} is for a {ext.means.shape} UBM, "
+                               f"{exp / 'models/ubm.npz'} is {ubm.means.shape}")
+    t0 = time.time()
+    failed: dict[str, str] = {}
+    keys, n, f = set_stats(data, ubm, cfg, failed)
+    ivectors = ext.extract(n, f).astype(np.float32)
+    write_ark_scp(out_dir / "ivector.ark", scp, zip(keys, ivectors))
+    write_failed(out_dir / "failed_utts", failed)
+    logger.info("%s: %d i-vectors of dim %d in %.1f s", scp, len(keys), ivectors.shape[1],
+                time.time() - t0)
+    return scp
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    return run_main(lambda: run(args.exp, args.data), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Stage 5b: score a trial list with PLDA (or cosine) on i-vectors (SPEC B3).
+
+    python -m deepspeaker.bin.score_plda [--method plda|cosine] [--enroll2utt FILE] \\
+        exp/ivector data/eval TRIALS SCORES
+
+I-vectors pass the training global mean subtraction, LDA and length normalisation.
+An enrollment id listed in ``--enroll2utt`` is a model of k utterances: with PLDA it
+is scored the way ``ivector-plda-scoring --num-utts`` does (the k vectors are
+averaged and the model's uncertainty shrinks with k), not as one plain average; with
+cosine the k vectors are averaged and renormalised.  A trial naming an utterance the
+data dir does not have is an error; one naming an utterance that has no i-vector (no
+voiced frames) is left out and listed in ``SCORES.skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..data import DataDir
+from ..ivector.lda import LdaTransform, length_normalize
+from ..ivector.pipeline import load_exp_config, read_vectors
+from ..ivector.plda import TwoCovPLDA, cosine_scores
+from ..scoring.trials import read_enroll2utt, read_trials, write_scores
+from ..utils import DeepSpeakerError, atomic_write
+from ._cli import run_main
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.score_plda",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--method", choices=("plda", "cosine"), default="plda")
+    p.add_argument("--enroll2utt", type=Path, help="model -> utterances for k-utterance enrollment")
+    p.add_argument("exp", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("trials", type=Path)
+    p.add_argument("scores", type=Path)
+    return p
+
+
+def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str,
+        enroll2utt_path: Path | None) -> None:
+    load_exp_config(exp)
+    vecs = read_vectors(exp / data.resolve().name / "ivector.scp")
+    known = set(DataDir.load(data).utt2spk)
+    trials = read_trials(trials_path)
+    models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
+    for model, utts in models.items():
+        bad = [u for u in utts if u not in known]
+        if bad:
+            raise DeepSpeakerError(f"{enroll2utt_path}: model {model} names {bad[0]}, not in {data}")
+    for lineno, t in enumerate(trials, 1):
+        for side, x in (("enroll", t.enroll), ("test", t.test)):
+            if x not in known and not (side == "enroll" and x in models):
+                raise DeepSpeakerError(f"{trials_path}:{lineno}: {side} id {x} is not an "
+                                       f"utterance of {data}" + (" nor a model of "
+                                       f"{enroll2utt_path}" if side == "enroll" and models else ""))
+
+    lda = LdaTransform.load(exp / "models" / "lda.npz")
+    keys = sorted(vecs)
+    y = length_normalize(lda.apply(np.stack([vecs[k] for k in keys])))
+    proj = dict(zip(keys, y))
+
+    def members(x: str) -> list[str]:
+        return models.get(x, [x])
+
+    kept, skipped = [], []
+    for t in trials:
+        missing = [u for u in members(t.enroll) + [t.test] if u not in proj]
+        (skipped if missing else kept).append((t, missing))
+    enroll = {e: np.stack([proj[u] for u in members(e)]) for e in {t.enroll for t, _ in kept}}
+    test = {t.test: proj[t.test] for t, _ in kept}
+    if method == "plda":
+        plda = TwoCovPLDA.load(exp / "models" / "plda.npz")
+        scores = plda.score(enroll, test, [t for t, _ in kept])
+    else:
+        e = np.stack([enroll[t.enroll].mean(0) for t, _ in kept])
+        scores = cosine_scores(e, np.stack([test[t.test] for t, _ in kept]))
+    write_scores(scores_path, [t for t, _ in kept], scores)
+    skipped_path = Path(f"{scores_path}.skipped")
+    if skipped:
+        with atomic_write(skipped_path) as f:
+            for t, missing in skipped:
+                f.write(f"{t.enroll} {t.test} no i-vector for {','.join(missing)}\n")
+        logger.warning("%d trials left out (utterances without i-vectors), listed in %s",
+                       len(skipped), skipped_path)
+    else:
+        skipped_path.unlink(missing_ok=True)
+    logger.info("%s: %d %s scores", scores_path, len(kept), method)
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    return run_main(lambda: run(args.exp, args.data, args.trials, args.scores, args.method,
+                                args.enroll2utt), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Write ``EXP/RESULTS.md``: EER, minDCF and ACC of every score file of an experiment.
+
+    python -m deepspeaker.bin.summarize_scores [--title T] EXP TRIALS_DIR
+
+Score files are ``EXP/scores/<system>_<trials-name>`` (e.g. ``plda_trials_enroll3``);
+each is evaluated against ``TRIALS_DIR/<trials-name>``.  Trials a scoring stage left
+out on purpose (listed in ``<score file>.skipped``) are excluded and counted; any
+other trial without a score is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..scoring.metrics import compute_metrics
+from ..scoring.trials import read_scores, read_trials, scores_for_trials
+from ..utils import DeepSpeakerError, atomic_write
+from ._cli import run_main
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.summarize_scores",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--title", default=None)
+    p.add_argument("exp", type=Path)
+    p.add_argument("trials_dir", type=Path)
+    return p
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _trial_order(name: str) -> tuple:
+    m = re.fullmatch(r"trials_enroll(\d+)", name)
+    return (1, int(m.group(1))) if m else (0, 0)
+
+
+def summarize(exp: Path, trials_dir: Path, title: str | None = None) -> Path:
+    rows = []
+    trial_names = sorted((p.name for p in trials_dir.glob("trials*") if p.is_file()),
+                         key=_trial_order)
+    if not trial_names:
+        raise DeepSpeakerError(f"{trials_dir}: no trials files")
+    score_files = sorted((exp / "scores").glob("*")) if (exp / "scores").is_dir() else []
+    for name in trial_names:
+        trials = read_trials(trials_dir / name)
+        for sf in score_files:
+            if not sf.name.endswith("_" + name) or sf.suffix == ".skipped":
+                continue
+            system = sf.name[: -len(name) - 1]
+            skip = set()
+            if Path(f"{sf}.skipped").exists():
+                skip = {tuple(line.split()[:2]) for line in Path(f"{sf}.skipped").read_text().splitlines()}
+            kept = [t for t in trials if (t.enroll, t.test) not in skip]
+            scores = scores_for_trials(kept, read_scores(sf), trials_dir / name, sf)
+            m = compute_metrics(scores, np.array([t.target for t in kept]), [t.test for t in kept])
+            rows.append((system, name, m, len(skip)))
+    if not rows:
+        raise DeepSpeakerError(f"{exp}/scores: no score file matches a trials file of {trials_dir}")
+    lines = [f"# {title or exp.name}", "",
+             f"Trials from `{trials_dir}`; scores in `{exp}/scores`; commit {_git_commit()}; "
+             f"{datetime.datetime.now():%Y-%m-%d %H:%M}.", "",
+             "| system | trials | EER [%] | minDCF (p=0.01) | ACC [%] | target / non-target | skipped |",
+             "|---|---|---|---|---|---|---|"]
+    for system, name, m, n_skip in rows:
+        acc = "n/a" if m.acc is None else f"{100 * m.acc:.2f}"
+        lines.append(f"| {system} | {name} | {100 * m.eer:.2f} | {m.min_dcf:.4f} | {acc} | "
+                     f"{m.num_target} / {m.num_nontarget} | {n_skip} |")
+    out = exp / "RESULTS.md"
+    with atomic_write(out) as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    return run_main(lambda: summarize(args.exp, args.trials_dir, args.title), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Atomic ark/scp writing with kaldiio: readers never see a half-written ark.
+
+Each ark is written under a temp name beside its final name and renamed only when
+complete; the scp (whose lines already point at the final name, as absolute paths
+like Kaldi's make_*.sh write them) is written atomically after the rename.  A crash
+leaves either nothing or a complete, consistent pair.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from ..utils import atomic_write
+
+
+class ArkWriter:
+    """Append matrices/vectors to ``ark``; ``commit`` makes ``ark`` + ``scp`` appear at once."""
+
+    def __init__(self, ark: str | os.PathLike, scp: str | os.PathLike):
+        import kaldiio
+
+        self._kaldiio = kaldiio
+        self.ark, self.scp = Path(ark), Path(scp)
+        self.ark.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.ark.with_name(f".{self.ark.name}.tmp{os.getpid()}")
+        self.f = open(self.tmp, "wb")
+        self.lines: list[str] = []
+
+    def write(self, key: str, array: np.ndarray) -> None:
+        pos = self.f.tell()
+        self._kaldiio.save_ark(self.f, {key: array})
+        # The scp offset points just past "key " (Kaldi's convention).
+        self.lines.append(f"{key} {self.ark.resolve()}:{pos + len(key.encode()) + 1}\n")
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.ark)
+        with atomic_write(self.scp) as f:
+            f.writelines(sorted(self.lines))
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ArkWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_ark_scp(ark, scp, arrays: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]) -> None:
+    """Write all ``arrays`` (float32 kept as is) to ``ark`` + ``scp`` atomically, keys sorted."""
+    items = arrays.items() if isinstance(arrays, Mapping) else arrays
+    with ArkWriter(ark, scp) as w:
+        for key, value in sorted(items, key=lambda kv: kv[0]):
+            w.write(key, np.asarray(value))

@@ -1,0 +1,207 @@
+"""The i-vector system as stages: config, experiment dir, and the per-set plumbing.
+
+One experiment dir ``exp/<tag>/`` holds everything (paper §4.2; SPEC B1-B3):
+
+* ``config.yaml``: the merged config, written by the first stage (train_ubm) and
+  read by every later stage, so there is never a second copy of the numbers;
+* ``models/ubm.npz``, ``models/extractor.npz``, ``models/lda.npz``, ``models/plda.npz``;
+* ``<set>/ivector.scp`` + ark, ``<set>/failed_utts`` (no voiced frames);
+* ``scores/``, ``log/`` and ``RESULTS.md``.
+
+Each model file records the dimensions it was made for; a stage that finds a
+model of another dimension (a UBM for 40-d features given 60-d ones, a PLDA trained
+after another LDA size) stops with a message naming the file and both dimensions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..data import DataDir
+from ..utils import ConfigError, DeepSpeakerError, dataclass_from_dict, load_yaml, save_yaml
+from .frontend import FrontendOptions, compute_frontend
+from .plda import PldaConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UbmOptions:
+    num_components: int = 1024      # paper §4.2 scale; the mini recipe uses fewer
+    max_frames: int = 500_000       # seeded random subset of voiced frames, as Kaldi does
+    max_iter: int = 20
+    seed: int = 0
+
+
+@dataclass
+class StatsOptions:
+    top_k: int | None = 20          # Kaldi's gselect: posteriors over the 20 best components
+    batch_utts: int = 64
+
+
+@dataclass
+class ExtractorOptions:
+    rank: int = 400                 # paper §4.2: 400-d i-vectors
+    num_iters: int = 10
+    min_divergence: bool = True
+    update_sigma: bool = False
+    seed: int = 0
+
+
+@dataclass
+class BackendOptions:
+    lda_dim: int = 200              # paper §4.2 scale
+    plda: PldaConfig = field(default_factory=PldaConfig)
+
+
+@dataclass
+class IvectorConfig:
+    frontend: FrontendOptions = field(default_factory=FrontendOptions)
+    ubm: UbmOptions = field(default_factory=UbmOptions)
+    stats: StatsOptions = field(default_factory=StatsOptions)
+    extractor: ExtractorOptions = field(default_factory=ExtractorOptions)
+    backend: BackendOptions = field(default_factory=BackendOptions)
+
+    @classmethod
+    def from_dict(cls, d: dict | None, where: str = "config") -> "IvectorConfig":
+        d = dict(d or {})
+        sections = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - sections)
+        if unknown:
+            raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
+                              f"expected {', '.join(sorted(sections))}")
+        backend = dict(d.get("backend") or {})
+        plda = dataclass_from_dict(PldaConfig, backend.pop("plda", None), f"{where}: backend.plda")
+        return cls(
+            frontend=dataclass_from_dict(FrontendOptions, d.get("frontend"), f"{where}: frontend"),
+            ubm=dataclass_from_dict(UbmOptions, d.get("ubm"), f"{where}: ubm"),
+            stats=dataclass_from_dict(StatsOptions, d.get("stats"), f"{where}: stats"),
+            extractor=dataclass_from_dict(ExtractorOptions, d.get("extractor"), f"{where}: extractor"),
+            backend=dataclasses.replace(
+                dataclass_from_dict(BackendOptions, backend, f"{where}: backend"), plda=plda),
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def init_exp(exp: Path, config_path: Path | None) -> IvectorConfig:
+    """First stage: write ``exp/config.yaml`` from ``config_path`` (or check it matches)."""
+    given = IvectorConfig.from_dict(load_yaml(config_path) if config_path else {},
+                                    str(config_path or "defaults"))
+    saved = exp / "config.yaml"
+    if saved.exists():
+        have = IvectorConfig.from_dict(load_yaml(saved), str(saved))
+        if have != given:
+            raise ConfigError(f"{saved} was made from another config than {config_path}; "
+                              f"use another experiment dir or remove {exp}")
+        return have
+    save_yaml(saved, given.to_dict())
+    return given
+
+
+def load_exp_config(exp: Path) -> IvectorConfig:
+    saved = exp / "config.yaml"
+    if not saved.exists():
+        raise DeepSpeakerError(f"{saved} not found: run the UBM stage (train_ubm) first")
+    return IvectorConfig.from_dict(load_yaml(saved), str(saved))
+
+
+def iter_frontend(data_dir: Path, opts: FrontendOptions, utts: list[str] | None = None,
+                  failed: dict[str, str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(utt, voiced 60-d frames) for every utterance with features.
+
+    Utterances with no voiced frames are recorded in ``failed`` (utt -> reason)
+    and skipped: the caller lists them, they are never scored as if they were zero.
+    """
+    import kaldiio
+
+    d = DataDir.load(data_dir)
+    if d.feats_scp is None or d.vad_scp is None:
+        raise DeepSpeakerError(f"{data_dir}: needs feats.scp and vad.scp (run stage 1 first)")
+    keys = utts if utts is not None else sorted(set(d.feats_scp) & set(d.vad_scp))
+    for utt in keys:
+        if utt not in d.feats_scp or utt not in d.vad_scp:
+            if failed is not None:
+                failed[utt] = "no features (see failed_utts of the data dir)"
+            continue
+        fbank = kaldiio.load_mat(d.feats_scp[utt])
+        vad = kaldiio.load_mat(d.vad_scp[utt])
+        try:
+            x = compute_frontend(fbank, vad, opts)
+        except ValueError as e:
+            if failed is None:
+                raise DeepSpeakerError(f"{utt} ({d.feats_scp[utt]}): {e}") from e
+            failed[utt] = str(e)
+            logger.warning("%s: %s; skipped", utt, e)
+            continue
+        yield utt, x
+
+
+def load_ubm(exp: Path, cfg: IvectorConfig):
+    """The experiment's UBM, checked against the feature dimension the config produces."""
+    from .ubm import DiagGmm
+
+    path = exp / "models" / "ubm.npz"
+    ubm = DiagGmm.load(path)
+    want = _frontend_dim(cfg.frontend)
+    if ubm.dim != want:
+        raise DeepSpeakerError(f"{path}: the UBM is for {ubm.dim}-d features but "
+                               f"{exp / 'config.yaml'} gives {want}-d features "
+                               f"({cfg.frontend.num_ceps} MFCC, delta order {cfg.frontend.delta_order})")
+    return ubm
+
+
+def set_stats(data_dir: Path, ubm, opts: IvectorConfig, failed: dict[str, str]
+              ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Zeroth and first order stats of every usable utterance of a set, in batches."""
+    from .stats import compute_stats_batch
+
+    keys: list[str] = []
+    n_all, f_all = [], []
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            n, f = compute_stats_batch(ubm, [x for _, x in batch], top_k=opts.stats.top_k)
+            keys.extend(u for u, _ in batch)
+            n_all.append(n)
+            f_all.append(f)
+            batch.clear()
+
+    for utt, x in iter_frontend(data_dir, opts.frontend, failed=failed):
+        batch.append((utt, x))
+        if len(batch) >= opts.stats.batch_utts:
+            flush()
+    flush()
+    if not keys:
+        raise DeepSpeakerError(f"{data_dir}: no utterance has voiced frames")
+    return keys, np.concatenate(n_all), np.concatenate(f_all)
+
+
+def _frontend_dim(opts: FrontendOptions) -> int:
+    return opts.num_ceps * (opts.delta_order + 1)
+
+
+def write_failed(path: Path, failed: dict[str, str]) -> None:
+    from ..data import write_kaldi_map
+
+    if failed:
+        write_kaldi_map(path, {u: r.replace("\n", " ") for u, r in failed.items()})
+        logger.warning("%d utterances skipped, listed in %s", len(failed), path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def read_vectors(scp: Path) -> dict[str, np.ndarray]:
+    import kaldiio
+
+    if not scp.exists():
+        raise DeepSpeakerError(f"{scp} not found: extract vectors for that set first")
+    return {k: np.asarray(v, dtype=np.float64) for k, v in kaldiio.load_scp(str(scp)).items()}
