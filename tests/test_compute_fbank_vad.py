@@ -1,6 +1,5 @@
 """Stage 1 end to end on a tiny data dir with every kind of bad input (SPEC "Bad input")."""
 
-import os
 
 import kaldiio
 import numpy as np

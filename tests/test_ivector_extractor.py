@@ -291,8 +291,8 @@ def test_save_load_round_trip_and_errors(corpus, tmp_path):
                                   ext.extract(corpus.N[:5], corpus.F[:5]))
     # A UBM file is not an extractor.
     corpus.ubm.save(tmp_path / "ubm.npz")
-    with pytest.raises(DeepSpeakerError, match=r"ubm\.npz: expected a deepspeaker\.Ivector"
-                                                r"Extractor file, found a 'deepspeaker\.DiagGmm'"):
+    with pytest.raises(DeepSpeakerError, match=r"ubm\.npz: is a deepspeaker\.DiagGmm, "
+                                                r"expected a deepspeaker\.IvectorExtractor"):
         IvectorExtractor.load(tmp_path / "ubm.npz")
     # A header that disagrees with the arrays names both.
     data = dict(np.load(path))

@@ -166,18 +166,18 @@ def test_diag_gmm_load_errors_name_the_file(tmp_path):
     ext_path = tmp_path / "extractor.npz"
     IvectorExtractor(np.zeros((2, 3, 4)), np.ones((2, 3)), np.zeros((2, 3)),
                      np.full(2, 0.5)).save(ext_path)
-    with pytest.raises(DeepSpeakerError, match=r"extractor\.npz: expected a deepspeaker\.DiagGmm "
-                                                r"file, found a 'deepspeaker\.IvectorExtractor'"):
+    with pytest.raises(DeepSpeakerError, match=r"extractor\.npz: is a deepspeaker\.IvectorExtractor, "
+                                                r"expected a deepspeaker\.DiagGmm"):
         DiagGmm.load(ext_path)
     junk = tmp_path / "junk.npz"
     junk.write_text("not a zip")
-    with pytest.raises(DeepSpeakerError, match=r"junk\.npz: not a deepspeaker\.DiagGmm npz"):
+    with pytest.raises(DeepSpeakerError, match=r"junk\.npz: not a deepspeaker model file"):
         DiagGmm.load(junk)
     plain = tmp_path / "plain.npz"
     np.savez(plain, weights=np.ones(2))
-    with pytest.raises(DeepSpeakerError, match=r"plain\.npz: .*without a 'format' entry"):
+    with pytest.raises(DeepSpeakerError, match=r"plain\.npz: not a deepspeaker model file \(no kind"):
         DiagGmm.load(plain)
-    with pytest.raises(DeepSpeakerError, match=r"missing\.npz: file not found"):
+    with pytest.raises(DeepSpeakerError, match=r"missing\.npz: model file not found"):
         DiagGmm.load(tmp_path / "missing.npz")
     # A header that disagrees with the arrays.
     good = tmp_path / "good.npz"

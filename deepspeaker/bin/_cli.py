@@ -14,13 +14,18 @@ from typing import Callable
 from ..utils import DeepSpeakerError, setup_logging
 
 
-def run_main(work: Callable[[], object], argv=None, log_file=None) -> int:
+def run_main(work: Callable[[], object], argv=None, log_file=None,
+             user_errors: tuple[type[BaseException], ...] = (DeepSpeakerError, FileNotFoundError),
+             echo: bool = True) -> int:
+    """Run ``work``; its int result (if any) is the exit code, a user error exits 1."""
     setup_logging(log_file=log_file)
-    logging.getLogger(__name__).info(
-        "%s", " ".join([sys.argv[0].rsplit("/", 1)[-1]] + list(sys.argv[1:] if argv is None else argv)))
+    log = logging.getLogger(__name__)
+    if echo:
+        log.info("%s", " ".join([sys.argv[0].rsplit("/", 1)[-1]]
+                                + list(sys.argv[1:] if argv is None else argv)))
     try:
-        work()
-    except (DeepSpeakerError, FileNotFoundError) as e:
-        logging.getLogger(__name__).error("%s", e)
+        rc = work()
+    except user_errors as e:
+        log.error("%s", e)
         return 1
-    return 0
+    return rc if isinstance(rc, int) else 0

@@ -39,8 +39,8 @@ import numpy as np
 from ..data.ark import ArkWriter
 from ..data import DataDir, iter_audio, validate_data_dir, write_kaldi_map, read_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
-from ..utils import (DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml,
-                     setup_logging)
+from ..utils import DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -257,25 +257,21 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging()
-    logger.info("%s", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
-    try:
+
+    def work() -> None:
         config = load_yaml(args.config) if args.config else {}
-        if args.job is not None:
-            if not 1 <= args.job <= args.nj:
-                raise DeepSpeakerError(f"--job {args.job} outside 1..{args.nj}")
-            cfg = FeatureConfig.from_dict({k: v for k, v in config.items() if k != "nj"},
-                                          str(args.config))
-            run_job(args.data, (args.feat_dir or args.data / "data").resolve(), cfg, args.nj,
-                    args.job, args.batch_size)
-        else:
+        if args.job is None:
             compute_fbank_vad(args.data, args.log_dir, args.feat_dir, config, args.nj,
                               args.batch_size, args.max_failed_fraction)
-    except DeepSpeakerError as e:
-        logger.error("%s", e)
-        return 1
-    return 0
+            return
+        if not 1 <= args.job <= args.nj:
+            raise DeepSpeakerError(f"--job {args.job} outside 1..{args.nj}")
+        cfg = FeatureConfig.from_dict({k: v for k, v in config.items() if k != "nj"},
+                                      str(args.config))
+        run_job(args.data, (args.feat_dir or args.data / "data").resolve(), cfg, args.nj,
+                args.job, args.batch_size)
 
+    return run_main(work, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

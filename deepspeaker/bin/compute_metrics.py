@@ -21,7 +21,8 @@ import numpy as np
 
 from ..scoring.metrics import Metrics, compute_metrics
 from ..scoring.trials import read_scores, read_trials, scores_for_trials
-from ..utils import DeepSpeakerError, atomic_write, setup_logging
+from ..utils import DeepSpeakerError, atomic_write
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +49,15 @@ def evaluate(trials_path: Path, scores_path: Path, p_target=0.01, c_miss=1.0, c_
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging()
-    try:
-        m = evaluate(args.trials, args.scores, args.p_target, args.c_miss, args.c_fa)
-    except (DeepSpeakerError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 1
-    print(m.format())
-    if args.json:
-        with atomic_write(args.json) as f:
-            json.dump(dataclasses.asdict(m), f, indent=1)
-    return 0
 
+    def work() -> None:
+        m = evaluate(args.trials, args.scores, args.p_target, args.c_miss, args.c_fa)
+        print(m.format())
+        if args.json:
+            with atomic_write(args.json) as f:
+                json.dump(dataclasses.asdict(m), f, indent=1)
+
+    return run_main(work, argv, echo=False, user_errors=(DeepSpeakerError, ValueError, OSError))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..data import fix_data_dir
-from ..utils import DeepSpeakerError, setup_logging
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging()
-    logger.info("%s", " ".join(sys.argv))
-    try:
-        fix_data_dir(args.src, args.dst)
-    except DeepSpeakerError as e:
-        logger.error("%s", e)
-        return 1
-    return 0
-
+    return run_main(lambda: fix_data_dir(args.src, args.dst), argv)
 
 if __name__ == "__main__":
     sys.exit(main())

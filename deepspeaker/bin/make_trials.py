@@ -22,7 +22,8 @@ from pathlib import Path
 from ..data import DataDir
 from ..scoring.trials import (ENROLL_COUNTS, NUM_NEGATIVES, make_enroll_trials, make_trials,
                               write_enroll2utt, write_trials)
-from ..utils import DeepSpeakerError, setup_logging
+from ..utils import DeepSpeakerError
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +72,13 @@ def make_trial_lists(data: Path, out_dir: Path, seed: int, num_negatives: int,
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging()
-    logger.info("%s", " ".join(sys.argv))
-    try:
+
+    def work() -> None:
         counts = [int(k) for k in args.enroll_counts.split(",") if k.strip()]
         make_trial_lists(args.data, args.out_dir or args.data, args.seed, args.num_negatives,
                          counts)
-    except (DeepSpeakerError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
-    return 0
 
+    return run_main(work, argv, user_errors=(DeepSpeakerError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

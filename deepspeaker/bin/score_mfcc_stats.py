@@ -24,7 +24,8 @@ from ..data import DataDir
 from ..features import select_voiced
 from ..features import mfcc_from_fbank
 from ..scoring.trials import read_enroll2utt, read_trials, write_scores
-from ..utils import DeepSpeakerError, setup_logging
+from ..utils import DeepSpeakerError
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +85,8 @@ def score(data: Path, trials_path: Path, scores_path: Path, num_ceps: int = 20,
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging()
-    try:
-        score(args.data, args.trials, args.scores, args.num_ceps, args.enroll2utt)
-    except (DeepSpeakerError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
-    return 0
-
+    return run_main(lambda: score(args.data, args.trials, args.scores, args.num_ceps,
+                                  args.enroll2utt), argv, user_errors=(DeepSpeakerError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..data import DataDir, validate_data_dir
 from ..data.kaldi_dir import ERROR
-from ..utils import DeepSpeakerError, setup_logging
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +52,8 @@ def check_data_dir(data: Path, need: list[str], strict_warnings: bool) -> int:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging()
-    try:
-        return check_data_dir(args.data, [n for n in args.need.split(",") if n],
-                              args.strict_warnings)
-    except DeepSpeakerError as e:
-        logger.error("%s", e)
-        return 1
-
+    return run_main(lambda: check_data_dir(args.data, [n for n in args.need.split(",") if n],
+                                           args.strict_warnings), argv, echo=False)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,7 +41,6 @@ The M-step unpacks ``component_chunk`` full R x R matrices at a time.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -50,8 +49,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from deepspeaker.ivector.ubm import DiagGmm, _read_meta, _read_npz
-from deepspeaker.utils import DeepSpeakerError, atomic_write
+from deepspeaker.ivector.model_file import load_model_npz, require_arrays, save_model_npz
+from deepspeaker.ivector.ubm import DiagGmm
+from deepspeaker.utils import DeepSpeakerError
 
 logger = logging.getLogger(__name__)
 
@@ -112,24 +112,20 @@ class IvectorExtractor:
 
         ``meta`` is merged over ``self.meta`` (which holds the objective trace).
         """
-        meta = {**self.meta, **(meta or {})}
-        with atomic_write(path, "wb") as f:
-            np.savez(f, format=np.array(EXTRACTOR_FORMAT), version=np.array(EXTRACTOR_VERSION),
-                     num_components=np.array(self.num_components),
-                     feat_dim=np.array(self.feat_dim), ivector_dim=np.array(self.ivector_dim),
-                     T=self.T, sigma=self.sigma, means=self.means, weights=self.weights,
-                     meta=np.array(json.dumps(meta, sort_keys=True)))
+        save_model_npz(path, EXTRACTOR_FORMAT, EXTRACTOR_VERSION,
+                       {"num_components": np.array(self.num_components),
+                        "feat_dim": np.array(self.feat_dim), "ivector_dim": np.array(self.ivector_dim),
+                        "T": self.T, "sigma": self.sigma, "means": self.means, "weights": self.weights},
+                       {**self.meta, **(meta or {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "IvectorExtractor":
-        data = _read_npz(path, EXTRACTOR_FORMAT)
-        version = int(data["version"])
-        if version > EXTRACTOR_VERSION:
-            raise DeepSpeakerError(f"{path}: IvectorExtractor format version {version} is newer "
-                                   f"than this code's ({EXTRACTOR_VERSION})")
+        data, meta = load_model_npz(path, EXTRACTOR_FORMAT, (EXTRACTOR_VERSION,))
+        require_arrays(data, ("num_components", "feat_dim", "ivector_dim", "T", "sigma", "means",
+                              "weights"), path, EXTRACTOR_FORMAT)
         try:
             ext = cls(data["T"], data["sigma"], data["means"], data["weights"],
-                      meta=_read_meta(data))
+                      meta=meta)
         except (KeyError, ValueError) as e:
             raise DeepSpeakerError(f"{path}: corrupt IvectorExtractor: {e}") from e
         header = (int(data["num_components"]), int(data["feat_dim"]), int(data["ivector_dim"]))

@@ -32,7 +32,6 @@ stored in.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -41,71 +40,12 @@ from typing import Any, Mapping
 import numpy as np
 import scipy.linalg
 
-from ..utils import DeepSpeakerError, atomic_write
+from .model_file import ModelFileError, load_model_npz, require_arrays, save_model_npz
 
 logger = logging.getLogger(__name__)
 
 LDA_KIND = "deepspeaker.ivector.LdaTransform"
 LDA_FORMAT_VERSION = 1
-
-
-class ModelFileError(DeepSpeakerError, ValueError):
-    """A model file that is missing, unreadable, of another kind or of an unknown version."""
-
-
-# --------------------------------------------------------------------------------------
-# Versioned .npz model files (shared by LdaTransform and TwoCovPLDA)
-
-
-def save_model_npz(path: str | os.PathLike, kind: str, version: int,
-                   arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> None:
-    """Write ``arrays`` with their kind, format version and a JSON ``meta`` to ``path``, atomically.
-
-    Strings are stored as numpy unicode scalars, so the file loads with
-    ``allow_pickle=False`` (a model file must not be able to run code).
-    """
-    reserved = {"kind", "format_version", "meta_json"} & set(arrays)
-    if reserved:
-        raise ValueError(f"array names {sorted(reserved)} are reserved")
-    try:
-        meta_json = json.dumps(dict(meta or {}), sort_keys=True)
-    except TypeError as e:
-        raise ValueError(f"{path}: meta must be JSON-serialisable: {e}") from e
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload.update(kind=np.array(kind), format_version=np.array(version, dtype=np.int64),
-                   meta_json=np.array(meta_json))
-    with atomic_write(path, "wb") as f:
-        np.savez(f, **payload)
-
-
-def load_model_npz(path: str | os.PathLike, kind: str,
-                   versions: tuple[int, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by :func:`save_model_npz`; refuse files of another kind or version."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: model file not found") from None
-    except (OSError, ValueError) as e:
-        raise ModelFileError(f"{path}: not a deepspeaker model file (.npz): {e}") from e
-    if "kind" not in data or "format_version" not in data:
-        raise ModelFileError(f"{path}: not a deepspeaker model file (no kind/format_version); "
-                             f"expected a {kind}")
-    found = str(data.pop("kind"))
-    if found != kind:
-        raise ModelFileError(f"{path}: is a {found}, expected a {kind}")
-    version = int(data.pop("format_version"))
-    if version not in versions:
-        raise ModelFileError(f"{path}: {kind} format version {version} is not supported "
-                             f"(this code reads {', '.join(map(str, versions))})")
-    meta = json.loads(str(data.pop("meta_json", "{}")))
-    return data, meta
-
-
-def _require(data: Mapping[str, np.ndarray], names: tuple[str, ...], path, kind: str) -> None:
-    missing = [n for n in names if n not in data]
-    if missing:
-        raise ModelFileError(f"{path}: {kind} file lacks array(s) {', '.join(missing)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -201,7 +141,7 @@ class LdaTransform:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LdaTransform":
         data, _ = load_model_npz(path, LDA_KIND, (LDA_FORMAT_VERSION,))
-        _require(data, ("mean", "matrix"), path, LDA_KIND)
+        require_arrays(data, ("mean", "matrix"), path, LDA_KIND)
         try:
             return cls(mean=data["mean"], matrix=data["matrix"], source=str(path))
         except ValueError as e:

@@ -47,7 +47,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import scipy.linalg
 
-from .lda import ModelFileError, _as_matrix, _class_index, _require, load_model_npz, save_model_npz
+from .lda import _as_matrix, _class_index
+from .model_file import ModelFileError, load_model_npz, require_arrays, save_model_npz
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class TwoCovPLDA:
     def load(cls, path: str | os.PathLike) -> "TwoCovPLDA":
         data, _ = load_model_npz(path, PLDA_KIND, (PLDA_FORMAT_VERSION,))
         names = ("mean", "transform", "psi", "between", "within", "dim", "config_json")
-        _require(data, names, path, PLDA_KIND)
+        require_arrays(data, names, path, PLDA_KIND)
         try:
             config = PldaConfig(**json.loads(str(data["config_json"])))
             model = cls(mean=data["mean"], transform=data["transform"], psi=data["psi"],

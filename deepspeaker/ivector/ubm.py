@@ -9,7 +9,6 @@ products, so the Baum-Welch statistics of a whole corpus are a few large GEMMs.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,32 +19,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from deepspeaker.utils import DeepSpeakerError, atomic_write
+from deepspeaker.ivector.model_file import load_model_npz, require_arrays, save_model_npz
+from deepspeaker.utils import DeepSpeakerError
 
 logger = logging.getLogger(__name__)
 
 DIAG_GMM_FORMAT = "deepspeaker.DiagGmm"
 DIAG_GMM_VERSION = 1
-
-
-def _read_npz(path: str | os.PathLike, expected_format: str) -> dict[str, np.ndarray]:
-    """All arrays of an npz written by one of our ``save`` methods, or a clear error."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise DeepSpeakerError(f"{path}: file not found") from None
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
-        raise DeepSpeakerError(f"{path}: not a {expected_format} npz file ({e})") from e
-    found = str(data["format"]) if "format" in data else None
-    if found != expected_format:
-        what = f"a '{found}' file" if found else "an npz file without a 'format' entry"
-        raise DeepSpeakerError(f"{path}: expected a {expected_format} file, found {what}")
-    return data
-
-
-def _read_meta(data: dict[str, np.ndarray]) -> dict:
-    return json.loads(str(data["meta"])) if "meta" in data else {}
 
 
 @dataclass(eq=False)
@@ -83,22 +63,18 @@ class DiagGmm:
         ``meta`` (e.g. the front-end options the frames were made with) is merged over
         ``self.meta`` (training info); it must be JSON-serialisable.
         """
-        meta = {**self.meta, **(meta or {})}
-        with atomic_write(path, "wb") as f:
-            np.savez(f, format=np.array(DIAG_GMM_FORMAT), version=np.array(DIAG_GMM_VERSION),
-                     num_components=np.array(self.num_components), dim=np.array(self.dim),
-                     weights=self.weights, means=self.means, variances=self.variances,
-                     meta=np.array(json.dumps(meta, sort_keys=True)))
+        save_model_npz(path, DIAG_GMM_FORMAT, DIAG_GMM_VERSION,
+                       {"num_components": np.array(self.num_components), "dim": np.array(self.dim),
+                        "weights": self.weights, "means": self.means, "variances": self.variances},
+                       {**self.meta, **(meta or {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DiagGmm":
-        data = _read_npz(path, DIAG_GMM_FORMAT)
-        version = int(data["version"])
-        if version > DIAG_GMM_VERSION:
-            raise DeepSpeakerError(f"{path}: DiagGmm format version {version} is newer than "
-                                   f"this code's ({DIAG_GMM_VERSION})")
+        data, meta = load_model_npz(path, DIAG_GMM_FORMAT, (DIAG_GMM_VERSION,))
+        require_arrays(data, ("num_components", "dim", "weights", "means", "variances"), path,
+                       DIAG_GMM_FORMAT)
         try:
-            gmm = cls(data["weights"], data["means"], data["variances"], meta=_read_meta(data))
+            gmm = cls(data["weights"], data["means"], data["variances"], meta=meta)
         except (KeyError, ValueError) as e:
             raise DeepSpeakerError(f"{path}: corrupt DiagGmm: {e}") from e
         if (gmm.num_components, gmm.dim) != (int(data["num_components"]), int(data["dim"])):
