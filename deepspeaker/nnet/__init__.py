@@ -1,0 +1,76 @@
+"""Deep Speaker networks and their training pieces (paper §3; SPEC M1-M3, L2-L3, D1).
+
+Models (``models``): ResCNN (T1) and the GRU network (T2), both ending in temporal
+average, affine to 512 and length normalisation (§3.2).  They are registered by name
+in the one table ``MODELS`` and built with ``build_model(name, **options)``;
+``model.config()`` is what a checkpoint records and ``check_compatible`` refuses a
+checkpoint of another architecture or width.
+Triplet loss (``triplet``): cosine triplet loss with hard negatives mined over the
+whole batch across ranks (§3.3).
+Distributed (``distributed``): torchrun environment, gloo/nccl, gathers across ranks.
+
+Each module's public names are imported below, one block per module; a new module
+adds its own ``from deepspeaker.nnet.<module> import ...`` block and its names to
+``__all__``.
+"""
+
+from deepspeaker.nnet.distributed import (
+    DistInfo,
+    DistributedError,
+    all_gather_cat,
+    all_gather_with_grad,
+    barrier,
+    cleanup,
+    init_distributed,
+    is_main,
+)
+from deepspeaker.nnet.models import (
+    MODELS,
+    EmbeddingNet,
+    GRUNet,
+    ModelOptions,
+    ResCNN,
+    SequenceBatchNorm,
+    build_model,
+    check_compatible,
+    conv_output_length,
+    model_from_config,
+    num_parameters,
+)
+from deepspeaker.nnet.triplet import (
+    MARGIN,
+    GlobalTripletLoss,
+    HardNegativeMiner,
+    MiningError,
+    triplet_loss,
+)
+
+__all__ = [
+    # distributed
+    "DistInfo",
+    "DistributedError",
+    "all_gather_cat",
+    "all_gather_with_grad",
+    "barrier",
+    "cleanup",
+    "init_distributed",
+    "is_main",
+    # models
+    "MODELS",
+    "EmbeddingNet",
+    "GRUNet",
+    "ModelOptions",
+    "ResCNN",
+    "SequenceBatchNorm",
+    "build_model",
+    "check_compatible",
+    "conv_output_length",
+    "model_from_config",
+    "num_parameters",
+    # triplet
+    "MARGIN",
+    "GlobalTripletLoss",
+    "HardNegativeMiner",
+    "MiningError",
+    "triplet_loss",
+]
