@@ -7,6 +7,7 @@
 # Stages: 0 corpus + data dirs, 1 fbank + VAD, 2 trials + MFCC-stats reference,
 # 3 UBM, 4 i-vector extractor + i-vectors, 5 LDA/PLDA scoring + metrics.
 # Every stage can be rerun: finished work is skipped (.done markers, per-job markers).
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ../../path.sh
@@ -71,6 +72,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     touch "$data/eval/.trials.done"
   fi
   # The bar every system must clear: 20-MFCC mean + std, cosine (no training at all).
+  # Seed 0: EER 21.55%, minDCF 0.996, ACC 36.53% on `trials`.
   ref=$exp/mfcc_stats
   mkdir -p "$ref/scores"
   python -m deepspeaker.bin.score_mfcc_stats "$data/eval" "$data/eval/trials" "$ref/scores/cosine_trials"
@@ -103,6 +105,8 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   # LDA + length norm + two-covariance PLDA; k-utterance enrollment scored as
   # ivector-plda-scoring --num-utts does.  Cosine on the same vectors for comparison.
+  # Seed 0, `trials`: PLDA EER 3.11% / ACC 89.53%, cosine 4.63% / 85.63%; PLDA EER with
+  # 1, 2, 3, 5 enrollment utterances: 3.23, 1.79, 1.29, 0.79%.
   log "stage 5: LDA/PLDA and scoring"
   run_jobs.sh "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/train"
   mkdir -p "$ivec/scores"
