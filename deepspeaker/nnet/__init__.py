@@ -8,6 +8,8 @@ checkpoint of another architecture or width.
 Triplet loss (``triplet``): cosine triplet loss with hard negatives mined over the
 whole batch across ranks (§3.3).
 Distributed (``distributed``): torchrun environment, gloo/nccl, gathers across ranks.
+Training (``trainer``, data in ``data``): softmax pre-training and triplet fine-tuning
+with resumable checkpoints (§3.4, §4.3).
 
 Each module's public names are imported below, one block per module; a new module
 adds its own ``from deepspeaker.nnet.<module> import ...`` block and its names to
@@ -36,6 +38,13 @@ from deepspeaker.nnet.models import (
     conv_output_length,
     model_from_config,
     num_parameters,
+)
+from deepspeaker.nnet.trainer import (
+    TrainConfig,
+    embed_utterances,
+    load_checkpoint,
+    train,
+    train_config_from_dict,
 )
 from deepspeaker.nnet.triplet import (
     MARGIN,
@@ -67,6 +76,12 @@ __all__ = [
     "conv_output_length",
     "model_from_config",
     "num_parameters",
+    # trainer
+    "TrainConfig",
+    "embed_utterances",
+    "load_checkpoint",
+    "train",
+    "train_config_from_dict",
     # triplet
     "MARGIN",
     "GlobalTripletLoss",
