@@ -254,7 +254,8 @@ def test_torchrun_two_ranks_triplet(data, tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "egs" / "mini" / "conf").glob("*_softmax.yaml"))
-                         + sorted((REPO / "egs" / "mini" / "conf").glob("*_triplet.yaml")),
+                         + sorted((REPO / "egs" / "mini" / "conf").glob("*_triplet.yaml"))
+                         + sorted((REPO / "egs" / "mini" / "conf").glob("*_triplet_only.yaml")),
                          ids=lambda p: p.name)
 def test_recipe_training_configs_parse(path):
     from deepspeaker.nnet.models import build_model

@@ -366,6 +366,12 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
         load_init(config.init, model)
 
     if is_main(info):
+        # A kill (SIGKILL, OOM killer, node loss) inside save_checkpoint skips its cleanup
+        # and leaves ".last.pt.tmp<pid>": a dead process's half-written checkpoint.
+        for stale in sorted([*exp_dir.glob(f".{last_path.name}.tmp*"),
+                             *exp_dir.glob(f".{best_path.name}.tmp*")]):
+            logger.warning("removing %s, left by a run killed while writing a checkpoint", stale)
+            stale.unlink(missing_ok=True)
         save_yaml(exp_dir / "config.yaml", config.to_dict())
     if info.distributed:
         ddp_kwargs = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}

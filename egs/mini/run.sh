@@ -5,7 +5,8 @@
 #   ./run.sh [--stage N] [--stop-stage M] [--nj 2] [--corpus-opts "--num-eval-spk 20"]
 #
 # Stages: 0 corpus + data dirs, 1 fbank + VAD, 2 trials + MFCC-stats reference,
-# 3 UBM, 4 i-vector extractor + i-vectors, 5 LDA/PLDA scoring + metrics.
+# 3 UBM, 4 i-vector extractor + i-vectors, 5 LDA/PLDA scoring + metrics,
+# 6 softmax pre-training, 7 triplet training (conf/<model>_{softmax,triplet}.yaml).
 # Every stage can be rerun: finished work is skipped (.done markers, per-job markers).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -23,8 +24,11 @@ data=data             # Kaldi data dirs
 exp=exp               # logs, models, scores
 feat_conf=conf/fbank_vad.yaml
 ivector_conf=conf/ivector.yaml
+nnet_models="rescnn gru"                    # frame-level networks (paper T1, T2)
+nnet_strategies="softmax softmax_triplet"   # of T5's: softmax, triplet, softmax_triplet
 max_failed_fraction=0.05
-help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--corpus-opts STR] [--data DIR] [--exp DIR] [--ivector-conf YAML]"
+help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--corpus-opts STR] [--data DIR] [--exp DIR] [--ivector-conf YAML]
+  [--nnet-models \"rescnn gru\"] [--nnet-strategies \"softmax triplet softmax_triplet\"]"
 
 . ../../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }
@@ -121,6 +125,37 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   done
   python -m deepspeaker.bin.summarize_scores --title "i-vector baseline (egs/mini)" "$ivec" "$data/eval"
   log "stage 5: results in $ivec/RESULTS.md"
+fi
+
+has_strategy() { case " $nnet_strategies " in *" $1 "*) return 0 ;; esac; return 1; }
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  # Softmax pre-training over the training speakers (paper §3.4).  Rerunning the same
+  # command resumes from exp/<tag>/last.pt; a finished run does nothing.
+  if has_strategy softmax || has_strategy softmax_triplet; then
+    for m in $nnet_models; do
+      log "stage 6: $m softmax pre-training -> $exp/${m}_softmax (logs in $exp/${m}_softmax/log)"
+      python -m deepspeaker.bin.train_embedding --config "conf/${m}_softmax.yaml" \
+        "$data/train" "$data/dev" "$exp/${m}_softmax"
+    done
+  fi
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  # Cosine triplet loss with hard negatives searched over the whole batch on all ranks
+  # (paper §3.3), from the softmax model (softmax_triplet) and/or from scratch (triplet).
+  for m in $nnet_models; do
+    if has_strategy softmax_triplet; then
+      log "stage 7: $m triplet training from $exp/${m}_softmax/best.pt -> $exp/${m}_softmax_triplet"
+      python -m deepspeaker.bin.train_embedding --config "conf/${m}_triplet.yaml" \
+        --init "$exp/${m}_softmax/best.pt" "$data/train" "$data/dev" "$exp/${m}_softmax_triplet"
+    fi
+    if has_strategy triplet; then
+      log "stage 7: $m triplet training from scratch -> $exp/${m}_triplet"
+      python -m deepspeaker.bin.train_embedding --config "conf/${m}_triplet_only.yaml" \
+        "$data/train" "$data/dev" "$exp/${m}_triplet"
+    fi
+  done
 fi
 
 log "$0: done (stages $stage..$stop_stage)"
