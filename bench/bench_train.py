@@ -22,9 +22,10 @@ processes on a shared machine).  ``--threads`` defaults to 1: on a loaded 2-core
 machine two intra-op threads made steps 10-40x slower at random, on either side.
 A triplet step of ``--batch-size`` pairs is ``2 * batch_size`` utterances.
 
-On CUDA the trainer runs in float32 with the default memory format: it has no bf16
-autocast and does not convert ResCNN to channels_last, so neither does the bare step
-(the output says so).
+The bare step uses the trainer's own run settings (``amp: auto`` and
+``channels_last: auto``, resolved by ``resolve_speed_settings``): on CUDA the forward
+runs under bf16 autocast with the loss in float32 and ResCNN is channels_last; on the
+CPU both run float32 in the default layout (the output says which).
 
     python bench/bench_train.py [--model rescnn|gru] [--stage softmax|triplet] \\
         [--width 0.125] [--batch-size 32] [--chunk-frames 200] [--steps 20] [--device auto]
@@ -50,8 +51,8 @@ from deepspeaker.nnet import trainer as trainer_mod  # noqa: E402
 from deepspeaker.nnet.data import FeatureSet  # noqa: E402
 from deepspeaker.nnet.distributed import DistInfo  # noqa: E402
 from deepspeaker.nnet.models import build_model  # noqa: E402
-from deepspeaker.nnet.trainer import (SoftmaxClassifier, TripletNet, train,  # noqa: E402
-                                      train_config_from_dict)
+from deepspeaker.nnet.trainer import (SoftmaxClassifier, TripletNet,  # noqa: E402
+                                      resolve_speed_settings, train, train_config_from_dict)
 
 NUM_BINS = 64
 
@@ -98,7 +99,7 @@ def time_trainer(args, device: torch.device, feats: FeatureSet) -> float:
 
     class InMemory(FeatureSet):
         @classmethod
-        def load(cls, data_dir, min_frames=1, max_frames=None):
+        def load(cls, data_dir, min_frames=1, max_frames=None, **kwargs):
             return feats
 
     handler = _StepTimes()
@@ -123,9 +124,16 @@ def time_trainer(args, device: torch.device, feats: FeatureSet) -> float:
     return statistics.median(steps)
 
 
+def speed_settings(args, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last) the trainer resolves for this model on ``device``."""
+    cfg = train_config_from_dict({"model": {"name": args.model, "options": {"width": args.width}}})
+    return resolve_speed_settings(cfg, device)
+
+
 def time_bare(args, device: torch.device, num_spk: int) -> float:
     """Median seconds per bare forward + backward + SGD step."""
     torch.manual_seed(0)
+    use_bf16, use_channels_last = speed_settings(args, device)
     model = build_model(args.model, width=args.width)
     gen = torch.Generator().manual_seed(1)
     shape = (args.batch_size, args.chunk_frames, NUM_BINS)
@@ -135,8 +143,8 @@ def time_bare(args, device: torch.device, num_spk: int) -> float:
         y = torch.randint(0, num_spk, (args.batch_size,), generator=gen).to(device)
 
         def loss_fn():
-            logits, _ = net(x)
-            return F.cross_entropy(logits, y)
+            logits, _ = net(x)  # float32 head (SoftmaxClassifier)
+            return F.cross_entropy(logits.float(), y)
     else:
         net = TripletNet(model).to(device)
         a = torch.randn(shape, generator=gen).to(device)
@@ -144,13 +152,18 @@ def time_bare(args, device: torch.device, num_spk: int) -> float:
 
         def loss_fn():
             ea, ep = net(a, p)
-            return (ea * ep).sum()
+            with torch.autocast(device.type, enabled=False):
+                return (ea.float() * ep.float()).sum()
+    if use_channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
     net.train()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = loss_fn()
+        loss.float().backward()
         opt.step()
 
     for _ in range(args.warmup):
@@ -199,9 +212,9 @@ def main(argv=None) -> int:
           f"= {utts_per_step} utts/step; device {device}; torch threads {torch.get_num_threads()}; "
           f"{args.speakers} speakers x {utts_per_spk} synthetic utts; "
           f"median of {args.steps} steps after {args.warmup} warmup")
-    if device.type == "cuda":
-        print("note: the trainer has no bf16 autocast and no channels_last path; both sides "
-              "run float32, default memory format")
+    use_bf16, use_channels_last = speed_settings(args, device)
+    print(f"both sides: bf16 autocast {'on' if use_bf16 else 'off'}, channels_last "
+          f"{'on' if use_channels_last else 'off'} (the trainer's amp/channels_last: auto)")
     t_trainer = time_trainer(args, device, feats)
     t_bare = time_bare(args, device, args.speakers)
     r_trainer, r_bare = utts_per_step / t_trainer, utts_per_step / t_bare

@@ -15,6 +15,24 @@ Outputs in ``exp_dir``: ``config.yaml`` (the merged config), ``last.pt`` (every
 ``train_log.tsv`` (one row per epoch) and ``log/train.rank<r>.log``.  Only rank 0
 writes.  Running the same command again continues from ``last.pt`` at the same batch.
 
+Run settings (SPEC: "on CUDA, bf16 autocast and channels-last for ResCNN"):
+
+* ``amp``: ``auto`` (bf16 on CUDA, off elsewhere), ``bf16`` or ``off``.  With bf16 the
+  training forward runs under ``torch.autocast(device, torch.bfloat16)``; the
+  embeddings are cast to float32 before the loss, so the softmax head's cross-entropy
+  and the triplet loss with its negative mining are float32, and the parameters, their
+  gradients and the SGD momentum stay float32 (the master weights).  The dev EER
+  embeddings are always computed in float32 with the default memory format, so the
+  dev EER (and the choice of ``best.pt``) does not depend on these settings.
+* ``channels_last``: ``auto`` (true for ResCNN on CUDA), ``true`` or ``false``:
+  ``model.to(memory_format=torch.channels_last)`` for ResCNN (ignored for the GRU).
+* ``max_memory_gb``: the training and dev features are kept in memory when their
+  estimated size is within this, else read from disk per batch (same batches).
+
+All three, like ``device``, change how a run computes, not what it learns from: they
+may change between restarts and are not part of the config a resume must match;
+checkpoints hold float32 weights in the default layout whatever they are.
+
 Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load with
 ``torch.load(weights_only=True)``.
 """
@@ -53,7 +71,9 @@ COLLAPSE_COSINE = 0.99  # mean pairwise cosine of a batch above this: embeddings
 # Per-anchor triplet loss within 5% of the margin: s_an ~ s_ap, nothing separates.
 AT_MARGIN_TOL = 0.05
 CHECKPOINT_VERSION = 1
-RESUMABLE_CHANGES = ("device", "save_every_steps", "log_every_steps")
+RESUMABLE_CHANGES = ("device", "save_every_steps", "log_every_steps", "amp", "channels_last",
+                     "max_memory_gb")
+AMP_MODES = ("auto", "bf16", "off")
 
 
 @dataclass
@@ -112,8 +132,23 @@ class TrainConfig:
     save_every_steps: int = 200
     log_every_steps: int = 10
     device: str = "auto"
+    amp: str = "auto"                   # auto | bf16 | off (auto: bf16 on CUDA)
+    channels_last: str | bool = "auto"  # auto | true | false (auto: ResCNN on CUDA)
+    max_memory_gb: float = 8.0          # features larger than this are read from disk per batch
 
     def __post_init__(self) -> None:
+        if self.amp is False:  # YAML 1.1 reads a bare `off` as false
+            self.amp = "off"
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp={self.amp!r}: expected one of {', '.join(AMP_MODES)}")
+        if isinstance(self.channels_last, str) and self.channels_last.lower() in ("true", "false"):
+            self.channels_last = self.channels_last.lower() == "true"
+        if self.channels_last not in ("auto", True, False) or \
+                (self.channels_last != "auto" and not isinstance(self.channels_last, bool)):
+            raise ValueError(f"channels_last={self.channels_last!r}: expected auto, true or false")
+        if isinstance(self.max_memory_gb, bool) or not isinstance(self.max_memory_gb, (int, float)) \
+                or not self.max_memory_gb >= 0:
+            raise ValueError(f"max_memory_gb must be a number >= 0, got {self.max_memory_gb!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r}: expected one of {', '.join(STAGES)}")
         for key in ("chunk_frames", "min_frames", "batch_size", "epochs", "save_every_steps",
@@ -160,7 +195,10 @@ class SoftmaxClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embedder(x)
-        return self.head(self.scale * emb), emb
+        # Under a caller's autocast the embedder may run in bf16; the head is float32.
+        with torch.autocast(emb.device.type, enabled=False):
+            emb = emb.float()
+            return self.head(self.scale * emb), emb
 
 
 class TripletNet(nn.Module):
@@ -238,18 +276,32 @@ def load_init(path: str | os.PathLike, model: nn.Module) -> None:
                 ckpt.get("train_config", {}).get("stage", "?"), ckpt.get("epoch", "?"))
 
 
+def resolve_speed_settings(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast on, channels_last on) for ``config`` on ``device``."""
+    bf16 = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    if config.channels_last == "auto":
+        channels_last = config.model.name == "rescnn" and device.type == "cuda"
+    else:
+        channels_last = bool(config.channels_last) and config.model.name == "rescnn"
+    return bf16, channels_last
+
+
 @torch.no_grad()
 def embed_utterances(model: nn.Module, feats: FeatureSet, device: torch.device,
                      batch_size: int = 32) -> np.ndarray:
-    """Unit embeddings (U, D) of whole utterances, in eval mode, batched by similar length."""
+    """Unit embeddings (U, D) of whole utterances, in eval mode, batched by similar length.
+
+    Runs in float32 (the caller's autocast is switched off here); a channels_last
+    ResCNN gives the same embeddings up to float32 rounding.
+    """
     was_training = model.training
     model.eval()
-    order = np.argsort([f.shape[0] for f in feats.feats], kind="stable")
+    order = np.argsort(feats.lengths, kind="stable")
     out = np.zeros((len(feats.utts), model.options.embedding_dim), dtype=np.float32)
     try:
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            x, lengths = pad_batch([feats.feats[j] for j in idx])
+            x, lengths = pad_batch([feats.get(j) for j in idx])
             emb = model(torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device))
             out[idx] = emb.float().cpu().numpy()
     finally:
@@ -305,14 +357,16 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
     np.random.seed(config.seed)
     random.seed(config.seed)
 
-    train_set = FeatureSet.load(train_dir, min_frames=config.min_frames)
+    train_set = FeatureSet.load(train_dir, min_frames=config.min_frames,
+                                max_memory_gb=config.max_memory_gb)
     plan = BatchPlan(train_set, config.stage, config.batch_size, config.chunk_frames, config.seed)
     if config.batch_size % info.world_size:
         raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                           f"{info.world_size} ranks")
     dev_set, trials = None, None
     if config.dev.enabled and dev_dir is not None:
-        dev_set = FeatureSet.load(dev_dir, min_frames=1, max_frames=config.dev.max_frames or None)
+        dev_set = FeatureSet.load(dev_dir, min_frames=1, max_frames=config.dev.max_frames or None,
+                                  max_memory_gb=config.max_memory_gb)
         trials = make_trials(dev_set.utt2spk, num_negatives=config.dev.num_negatives,
                              seed=config.seed)
         if not trials:
@@ -330,6 +384,14 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
         criterion = GlobalTripletLoss(margin=config.triplet.margin, scope=config.triplet.scope,
                                       selection=config.triplet.selection, seed=config.seed)
     net.to(info.device)
+    use_bf16, use_channels_last = resolve_speed_settings(config, info.device)
+    if use_channels_last:
+        # Parameters stay float32; only the layout of ResCNN's 4-d conv weights changes.
+        # state_dict() tensors keep that layout, but load into any layout (values only).
+        model.to(memory_format=torch.channels_last)
+    logger.info("device %s: bf16 autocast %s (amp=%s), channels_last %s (channels_last=%s)",
+                info.device, "on" if use_bf16 else "off", config.amp,
+                "on" if use_channels_last else "off", config.channels_last)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.optimizer.lr_start,
                                 momentum=config.optimizer.momentum,
                                 weight_decay=config.optimizer.weight_decay)
@@ -384,10 +446,11 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
             return
         save_checkpoint(path, {
             "version": CHECKPOINT_VERSION,
-            "model": model.state_dict(),
+            # contiguous: the default layout, whatever channels_last this run used
+            "model": _contiguous(model.state_dict()),
             "head": net.head.state_dict() if config.stage == "softmax" else None,
             "speakers": train_set.speakers if config.stage == "softmax" else None,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": _contiguous(optimizer.state_dict()),
             "rng": rng_state(),
             "triplet_rng": criterion.generator.get_state() if criterion is not None else None,
             "model_config": model.config(),
@@ -425,11 +488,14 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
                     group["lr"] = lr
                 batch = plan.batch(epoch, state["step_in_epoch"], info.rank, info.world_size)
                 optimizer.zero_grad(set_to_none=True)
+                autocast = torch.autocast(info.device.type, dtype=torch.bfloat16,
+                                          enabled=use_bf16)
                 if config.stage == "softmax":
                     x = torch.from_numpy(batch["feats"]).to(info.device)
                     y = torch.from_numpy(batch["labels"]).to(info.device)
-                    logits, emb = runner(x)
-                    loss = F.cross_entropy(logits, y)
+                    with autocast:  # the head inside runs in float32 (SoftmaxClassifier)
+                        logits, emb = runner(x)
+                    loss = F.cross_entropy(logits.float(), y)
                     loss.backward()
                     stats = {"loss": _mean(loss.detach(), info),
                              "acc": _mean((logits.argmax(1) == y).double().mean(), info)}
@@ -438,7 +504,10 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
                     a = torch.from_numpy(batch["anchor"]).to(info.device)
                     p = torch.from_numpy(batch["positive"]).to(info.device)
                     spk = torch.from_numpy(batch["speakers"]).to(info.device)
-                    ea, ep = runner(a, p)
+                    with autocast:
+                        ea, ep = runner(a, p)
+                    # Negative mining and the triplet loss in float32.
+                    ea, ep = ea.float(), ep.float()
                     loss, stats = criterion(ea, ep, spk, info)
                     loss.backward()
                     emb = ea
@@ -521,6 +590,17 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
     return {"status": finished, **state}
 
 
+def _contiguous(tree):
+    """``tree`` (dicts / lists of tensors and plain values) with every tensor in the default layout."""
+    if isinstance(tree, torch.Tensor):
+        return tree.contiguous()
+    if isinstance(tree, dict):
+        return {k: _contiguous(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_contiguous(v) for v in tree)
+    return tree
+
+
 def _mean(value: torch.Tensor, info: DistInfo) -> float:
     if not info.distributed:
         return float(value)
@@ -531,4 +611,4 @@ def _mean(value: torch.Tensor, info: DistInfo) -> float:
 
 __all__ = ["TrainConfig", "train_config_from_dict", "train", "SoftmaxClassifier", "TripletNet",
            "learning_rate", "load_checkpoint", "load_init", "save_checkpoint", "embed_utterances",
-           "dev_eer", "mean_pairwise_cosine"]
+           "dev_eer", "mean_pairwise_cosine", "resolve_speed_settings"]
