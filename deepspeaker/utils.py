@@ -75,14 +75,26 @@ def dataclass_from_dict(cls: Type[T], values: Mapping[str, Any] | None, where: s
     """Build dataclass ``cls`` from ``values``, refusing keys it does not declare.
 
     A misspelt option silently falling back to its default is the commonest way an
-    experiment ends up not being the one that was meant, so unknown keys are errors.
+    experiment ends up not being the one that was meant, so unknown keys are errors,
+    at every level: a field whose type is itself a dataclass is built the same way
+    from its sub-mapping (``where`` then names the path, e.g. ``conf.yaml: backend.plda``).
     """
+    import typing
+
     values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"known keys are {', '.join(sorted(known))}")
+                          f"known keys are {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        sub = hints.get(name)
+        if dataclasses.is_dataclass(sub) and not isinstance(value, sub):
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: '{name}' must be a mapping, got {value!r}")
+            sep = "." if ": " in where else ": "
+            values[name] = dataclass_from_dict(sub, value, f"{where}{sep}{name}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:

@@ -54,14 +54,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "FeatureConfig":
-        d = dict(d or {})
-        unknown = sorted(set(d) - {"fbank", "vad"})
-        if unknown:
-            from ..utils import ConfigError
-            raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
-                              f"expected fbank, vad")
-        return cls(fbank=dataclass_from_dict(FbankOptions, d.get("fbank"), f"{where}: fbank"),
-                   vad=dataclass_from_dict(VadOptions, d.get("vad"), f"{where}: vad"))
+        return dataclass_from_dict(cls, d, where)
 
     def to_dict(self) -> dict:
         return {"fbank": dataclasses.asdict(self.fbank), "vad": dataclasses.asdict(self.vad)}

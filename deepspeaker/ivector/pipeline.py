@@ -70,22 +70,7 @@ class IvectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "config") -> "IvectorConfig":
-        d = dict(d or {})
-        sections = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - sections)
-        if unknown:
-            raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
-                              f"expected {', '.join(sorted(sections))}")
-        backend = dict(d.get("backend") or {})
-        plda = dataclass_from_dict(PldaConfig, backend.pop("plda", None), f"{where}: backend.plda")
-        return cls(
-            frontend=dataclass_from_dict(FrontendOptions, d.get("frontend"), f"{where}: frontend"),
-            ubm=dataclass_from_dict(UbmOptions, d.get("ubm"), f"{where}: ubm"),
-            stats=dataclass_from_dict(StatsOptions, d.get("stats"), f"{where}: stats"),
-            extractor=dataclass_from_dict(ExtractorOptions, d.get("extractor"), f"{where}: extractor"),
-            backend=dataclasses.replace(
-                dataclass_from_dict(BackendOptions, backend, f"{where}: backend"), plda=plda),
-        )
+        return dataclass_from_dict(cls, d, where)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -160,24 +160,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"model": ModelSection, "optimizer": OptimizerSection, "softmax": SoftmaxSection,
-            "triplet": TripletSection, "dev": DevSection}
-
-
 def train_config_from_dict(values: Mapping[str, Any] | None, where: str = "train config") -> TrainConfig:
     """Build a :class:`TrainConfig`; unknown keys at any level are a ConfigError naming them."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"known keys are {', '.join(sorted(known))}")
-    for name, cls in SECTIONS.items():
-        if name in values:
-            section = values[name]
-            if not isinstance(section, Mapping):
-                raise ConfigError(f"{where}: '{name}' must be a mapping, got {section!r}")
-            values[name] = dataclass_from_dict(cls, section, where=f"{where}: {name}")
     return dataclass_from_dict(TrainConfig, values, where=where)
 
 
