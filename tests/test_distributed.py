@@ -13,21 +13,27 @@ of floating-point sums: DDP adds the two ranks' gradients, autograd adds the ter
 of one graph).
 """
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
+import dist_worker as W
 import pytest
 import torch
 import torch.distributed as dist
+from torchrun_launch import run_torchrun
 
-import dist_worker as W
-from deepspeaker.nnet.distributed import (TORCHRUN_ENV, DistributedError, all_gather_cat,
-                                          all_gather_with_grad, all_reduce_mean, barrier, cleanup,
-                                          init_distributed, is_main, rank_log_file)
+from deepspeaker.nnet.distributed import (
+    TORCHRUN_ENV,
+    DistributedError,
+    all_gather_cat,
+    all_gather_with_grad,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    is_main,
+    rank_log_file,
+)
 from deepspeaker.nnet.triplet import GlobalTripletLoss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,30 +41,9 @@ TIMEOUT_S = 120
 TOL = 1e-12          # float64, max abs difference of parameters after two steps
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_torchrun(out_dir: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(W.WORLD),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           str(REPO / "tests" / "dist_worker.py"), str(out_dir)]
-    # Own session, so that on a timeout the whole group (launcher and workers) goes.
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {TIMEOUT_S}s:\n{out[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out)
+    return run_torchrun([str(REPO / "tests" / "dist_worker.py"), str(out_dir)], nproc=W.WORLD,
+                        timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,13 @@ would not.
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from torchrun_launch import run_torchrun
 
 from deepspeaker.bin import train_embedding
 from deepspeaker.data.ark import write_ark_scp
@@ -217,34 +213,14 @@ def test_batch_plan_is_reproducible_and_split_over_ranks(data):
     assert whole["anchor"].shape == (8, 32, 64)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_ranks_triplet(data, tmp_path):
     train_dir, dev_dir = data
     conf = write_config(tmp_path / "t.yaml", base_config("triplet", epochs=1, device="cpu"))
     exp = tmp_path / "exp"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "deepspeaker.bin.train_embedding", "--config", str(conf), "--max-steps", "2",
-           str(train_dir), str(dev_dir), str(exp)]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TORCHRUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {TORCHRUN_TIMEOUT_S}s:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+    r = run_torchrun(["-m", "deepspeaker.bin.train_embedding", "--config", str(conf),
+                      "--max-steps", "2", str(train_dir), str(dev_dir), str(exp)],
+                     timeout=TORCHRUN_TIMEOUT_S)
+    assert r.returncode == 0, r.stdout[-3000:]
     ckpt = load_checkpoint(exp / "last.pt")
     assert ckpt["global_step"] == 2
     for rank in (0, 1):
