@@ -1,4 +1,4 @@
-"""The mini recipe, stages 0-2, on a small corpus, end to end through run.sh (as CI runs it)."""
+"""The mini recipe, stages 0-10, on a small corpus, end to end through run.sh (as CI runs it)."""
 
 import os
 import subprocess
@@ -16,7 +16,8 @@ def _run(tmp_path, *extra):
     cmd = ["bash", str(ROOT / "egs/mini/run.sh"), "--nj", "2", "--corpus-opts", CORPUS_OPTS,
            "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
            "--corpus-dir", str(tmp_path / "corpus"),
-           "--ivector-conf", str(ROOT / "tests/conf_ivector_tiny.yaml"), *extra]
+           "--ivector-conf", str(ROOT / "tests/conf_ivector_tiny.yaml"),
+           "--nnet-conf-dir", str(ROOT / "tests/conf_nnet_tiny"), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, LC_ALL="C"))
 
@@ -24,7 +25,7 @@ def _run(tmp_path, *extra):
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mini")
-    r = _run(tmp, "--stop-stage", "5")
+    r = _run(tmp)
     assert r.returncode == 0, r.stdout + r.stderr
     return tmp, r
 
@@ -71,6 +72,52 @@ def test_ivector_stages(recipe):
         for name in ("trials", "trials_enroll1", "trials_enroll2", "trials_enroll3",
                      "trials_enroll5"):
             assert (method, name) in systems
+
+
+TAGS = [f"{m}_{s}" for m in ("rescnn", "gru") for s in ("softmax", "triplet", "softmax_triplet")]
+TRIALS = ["trials", "trials_enroll1", "trials_enroll2", "trials_enroll3", "trials_enroll5"]
+
+
+def test_nnet_stages_6_to_9(recipe):
+    from deepspeaker.scoring.trials import read_scores, read_trials
+
+    tmp, _ = recipe
+    exp = tmp / "exp"
+    for tag in TAGS:
+        assert (exp / tag / "best.pt").exists() and (exp / tag / "config.yaml").exists(), tag
+        emb = kaldiio.load_scp(str(exp / tag / "eval/embedding.scp"))
+        assert len(emb) == 42
+        for v in emb.values():
+            assert v.shape == (512,) and abs(float((v.astype("float64") ** 2).sum()) - 1) < 1e-5
+        for t in TRIALS:
+            trials = read_trials(tmp / "data/eval" / t)
+            scores = read_scores(exp / tag / "scores" / f"cosine_{t}")
+            assert set(scores) == {(x.enroll, x.test) for x in trials}, (tag, t)
+            assert all(-1.0001 <= s <= 1.0001 for s in scores.values())
+        assert (exp / tag / "RESULTS.md").exists()
+        assert (exp / tag / "log/extract_eval.log").exists()
+
+
+def test_fusion_and_report_stage_10(recipe):
+    tmp, r = recipe
+    exp = tmp / "exp"
+    assert (exp / "fusion/systems").read_text().split() == ["rescnn_softmax_triplet",
+                                                          "gru_softmax_triplet"]
+    for t in TRIALS:
+        for kind in ("embedding", "score"):
+            assert (exp / "fusion/scores" / f"{kind}_{t}").stat().st_size > 0
+    report = (exp / "RESULTS.md").read_text()
+    for heading in ("## T5", "## T6", "## T8", "## The paper's claims", "## Corpus",
+                    "## Trial lists", "## Configs"):
+        assert heading in report, heading
+    for label in ("i-vector + PLDA (baseline)", "ResCNN, softmax |", "GRU, triplet |",
+                  "embedding fusion", "score fusion"):
+        assert label in report, label
+    assert "not run" not in report
+    assert "42 target + 1470 non-target" in report
+    assert (exp / "report/det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (exp / "report/hist_score_fusion.png").exists()
+    assert "## T5" in r.stdout  # the report is printed at the end of the run
 
 
 def test_rerun_skips_finished_stages(recipe):

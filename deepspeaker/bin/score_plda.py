@@ -23,10 +23,11 @@ import numpy as np
 
 from ..data import DataDir
 from ..ivector.lda import LdaTransform, length_normalize
-from ..ivector.pipeline import load_exp_config, read_vectors
+from ..data.ark import read_vectors
+from ..ivector.pipeline import load_exp_config
 from ..ivector.plda import TwoCovPLDA, cosine_scores
-from ..scoring.trials import read_enroll2utt, read_trials, write_scores
-from ..utils import DeepSpeakerError, atomic_write
+from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
+                              write_skipped)
 from ._cli import run_main
 
 logger = logging.getLogger(__name__)
@@ -51,16 +52,7 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
     known = set(DataDir.load(data).utt2spk)
     trials = read_trials(trials_path)
     models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
-    for model, utts in models.items():
-        bad = [u for u in utts if u not in known]
-        if bad:
-            raise DeepSpeakerError(f"{enroll2utt_path}: model {model} names {bad[0]}, not in {data}")
-    for lineno, t in enumerate(trials, 1):
-        for side, x in (("enroll", t.enroll), ("test", t.test)):
-            if x not in known and not (side == "enroll" and x in models):
-                raise DeepSpeakerError(f"{trials_path}:{lineno}: {side} id {x} is not an "
-                                       f"utterance of {data}" + (" nor a model of "
-                                       f"{enroll2utt_path}" if side == "enroll" and models else ""))
+    check_trial_ids(trials, trials_path, known, data, models, enroll2utt_path)
 
     lda = LdaTransform.load(exp / "models" / "lda.npz")
     keys = sorted(vecs)
@@ -83,15 +75,7 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
         e = np.stack([enroll[t.enroll].mean(0) for t, _ in kept])
         scores = cosine_scores(e, np.stack([test[t.test] for t, _ in kept]))
     write_scores(scores_path, [t for t, _ in kept], scores)
-    skipped_path = Path(f"{scores_path}.skipped")
-    if skipped:
-        with atomic_write(skipped_path) as f:
-            for t, missing in skipped:
-                f.write(f"{t.enroll} {t.test} no i-vector for {','.join(missing)}\n")
-        logger.warning("%d trials left out (utterances without i-vectors), listed in %s",
-                       len(skipped), skipped_path)
-    else:
-        skipped_path.unlink(missing_ok=True)
+    write_skipped(scores_path, skipped, "i-vector")
     logger.info("%s: %d %s scores", scores_path, len(kept), method)
 
 

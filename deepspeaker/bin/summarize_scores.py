@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..scoring.metrics import compute_metrics
-from ..scoring.trials import read_scores, read_trials, scores_for_trials
+from ..scoring.trials import read_scores, read_skipped, read_trials, scores_for_trials
 from ..utils import DeepSpeakerError, atomic_write
 from ._cli import run_main
 
@@ -63,9 +63,7 @@ def summarize(exp: Path, trials_dir: Path, title: str | None = None) -> Path:
             if not sf.name.endswith("_" + name) or sf.suffix == ".skipped":
                 continue
             system = sf.name[: -len(name) - 1]
-            skip = set()
-            if Path(f"{sf}.skipped").exists():
-                skip = {tuple(line.split()[:2]) for line in Path(f"{sf}.skipped").read_text().splitlines()}
+            skip = read_skipped(sf)
             kept = [t for t in trials if (t.enroll, t.test) not in skip]
             scores = scores_for_trials(kept, read_scores(sf), trials_dir / name, sf)
             m = compute_metrics(scores, np.array([t.target for t in kept]), [t.test for t in kept])

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..data import DataDir
 from ..ivector.lda import length_normalize, train_lda
-from ..ivector.pipeline import load_exp_config, read_vectors
+from ..data.ark import read_vectors
+from ..ivector.pipeline import load_exp_config
 from ..ivector.plda import train_plda
 from ..utils import DeepSpeakerError
 from ._cli import run_main

@@ -64,3 +64,16 @@ def write_ark_scp(ark, scp, arrays: Mapping[str, np.ndarray] | Iterable[tuple[st
     with ArkWriter(ark, scp) as w:
         for key, value in sorted(items, key=lambda kv: kv[0]):
             w.write(key, np.asarray(value))
+
+
+def read_vectors(scp: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{key: float64 vector}`` of an i-vector or embedding scp."""
+    import kaldiio
+
+    from ..utils import DeepSpeakerError
+
+    scp = Path(scp)
+    if not scp.is_file():
+        raise DeepSpeakerError(f"{scp} not found: extract vectors for that set first")
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1)
+            for k, v in kaldiio.load_scp(str(scp)).items()}

@@ -182,11 +182,3 @@ def write_failed(path: Path, failed: dict[str, str]) -> None:
         logger.warning("%d utterances skipped, listed in %s", len(failed), path)
     else:
         path.unlink(missing_ok=True)
-
-
-def read_vectors(scp: Path) -> dict[str, np.ndarray]:
-    import kaldiio
-
-    if not scp.exists():
-        raise DeepSpeakerError(f"{scp} not found: extract vectors for that set first")
-    return {k: np.asarray(v, dtype=np.float64) for k, v in kaldiio.load_scp(str(scp)).items()}

@@ -235,3 +235,52 @@ def read_enroll2utt(path) -> dict[str, list[str]]:
                 raise ScoringError(f"{path}:{lineno}: model {fields[0]} listed twice")
             out[fields[0]] = fields[1:]
     return out
+
+
+def check_trial_ids(trials: Sequence[Trial], trials_path, known_utts, data_dir,
+                    models: Mapping[str, Sequence[str]] | None = None, enroll2utt_path=None) -> None:
+    """Every id a trial list (and its enrollment models) names must exist in the data dir.
+
+    An unknown id is a user error naming the file and line: it means the trial list
+    and the data dir do not belong together, so no score is written at all.
+    """
+    models = models or {}
+    known = known_utts if isinstance(known_utts, (set, frozenset, dict)) else set(known_utts)
+    for model, utts in models.items():
+        bad = [u for u in utts if u not in known]
+        if bad:
+            raise ScoringError(f"{enroll2utt_path}: model {model} names {bad[0]}, not an "
+                               f"utterance of {data_dir}")
+    for lineno, t in enumerate(trials, 1):
+        for side, x in (("enroll", t.enroll), ("test", t.test)):
+            if x not in known and not (side == "enroll" and x in models):
+                raise ScoringError(f"{trials_path}:{lineno}: {side} id {x} is not an utterance of "
+                                   f"{data_dir}" + (f" nor a model of {enroll2utt_path}"
+                                                    if side == "enroll" and models else ""))
+
+
+def write_skipped(scores_path, skipped: Sequence[tuple[Trial, Sequence[str]]], what: str) -> None:
+    """``<scores>.skipped``: trials left out because utterances have no ``what``; removed if none.
+
+    summarize_scores and the report exclude (and count) exactly these trials.
+    """
+    from pathlib import Path
+
+    path = Path(f"{scores_path}.skipped")
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_write(path) as f:
+        for t, missing in skipped:
+            f.write(f"{t.enroll} {t.test} no {what} for {','.join(missing)}\n")
+    logger.warning("%d trials left out (utterances without %s), listed in %s", len(skipped), what, path)
+
+
+def read_skipped(scores_path) -> set[tuple[str, str]]:
+    """The (enroll, test) pairs listed in ``<scores>.skipped`` (empty when there is none)."""
+    from pathlib import Path
+
+    path = Path(f"{scores_path}.skipped")
+    if not path.is_file():
+        return set()
+    return {tuple(line.split()[:2]) for line in path.read_text().splitlines() if line.strip()}

@@ -1,0 +1,45 @@
+"""Stage 10b: ``EXP/RESULTS.md`` with the paper's tables (T5, T6, T8), claims, DET plots.
+
+    python -m deepspeaker.bin.make_report [--title T] [--eval-set eval] \\
+        [--strategy softmax_triplet] EXP DATA
+
+Reads the score files of the recipe layout under EXP (see
+:mod:`deepspeaker.scoring.report`) against the trial lists of ``DATA/<eval-set>``,
+recomputes every metric, and writes ``EXP/RESULTS.md`` plus ``EXP/report/det.png``
+and one score histogram per system.  ``--strategy`` picks the Deep Speaker systems
+of T8 (and of T6 when ``EXP/fusion/systems`` does not name them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..scoring.report import STRATEGY_LABELS, collect, write_report
+from ._cli import run_main
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.make_report",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--title", default="Results")
+    p.add_argument("--eval-set", default="eval")
+    p.add_argument("--strategy", default="softmax_triplet", choices=sorted(STRATEGY_LABELS))
+    p.add_argument("exp", type=Path)
+    p.add_argument("data", type=Path)
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+
+    def work():
+        rep = collect(args.exp, args.data, args.eval_set, args.strategy)
+        out = write_report(rep, args.title)
+        print(out.read_text().split("\n## Corpus")[0])
+    return run_main(work, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Stage 9: cosine scores of a trial list from one embedding set, or several fused (E2, E3).
+
+    python -m deepspeaker.bin.score_embeddings [--enroll2utt FILE] \\
+        DATA TRIALS SCORES EMBEDDING_SCP [EMBEDDING_SCP ...]
+
+One scp: cosine between unit embeddings.  Several: embedding fusion (paper §5.1.3):
+per utterance the unit embeddings of the systems are summed and renormalised, then
+scored by cosine.  An enrollment id listed in ``--enroll2utt`` is a model of k
+utterances: their embeddings averaged and renormalised (paper T8).
+
+A trial (or enrollment model) naming an id that is not an utterance of DATA is an
+error naming file and line, and nothing is written.  A trial whose utterances are in
+DATA but have no embedding (listed in the extraction's ``failed``) is left out and
+listed with the reason in ``SCORES.skipped``.  Output: Kaldi's ``enroll test score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..data import DataDir
+from ..data.ark import read_vectors
+from ..scoring.embedding import cosine_trials, fuse_embeddings
+from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
+                              write_skipped)
+from ._cli import run_main
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.score_embeddings",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--enroll2utt", type=Path, help="model -> utterances for k-utterance enrollment")
+    p.add_argument("data", type=Path, help="the data dir the trials are drawn from")
+    p.add_argument("trials", type=Path)
+    p.add_argument("scores", type=Path)
+    p.add_argument("embeddings", type=Path, nargs="+",
+                   help="embedding.scp of one system, or of several to fuse")
+    return p
+
+
+def run(data: Path, trials_path: Path, scores_path: Path, scps: list[Path],
+        enroll2utt_path: Path | None) -> None:
+    known = set(DataDir.load(data).utt2spk)
+    trials = read_trials(trials_path)
+    models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
+    check_trial_ids(trials, trials_path, known, data, models, enroll2utt_path)
+    systems = [read_vectors(scp) for scp in scps]
+    for scp, emb in zip(scps, systems):
+        extra = next((u for u in emb if u not in known), None)
+        if extra is not None:
+            logger.warning("%s has %s, which is not an utterance of %s: is it the right set?",
+                           scp, extra, data)
+    emb = systems[0] if len(systems) == 1 else fuse_embeddings(systems)
+    kept, scores, skipped = cosine_trials(emb, trials, models)
+    scores_path.parent.mkdir(parents=True, exist_ok=True)
+    write_scores(scores_path, kept, scores)
+    write_skipped(scores_path, skipped, "embedding")
+    logger.info("%s: %d cosine scores%s", scores_path, len(kept),
+                f" (embedding fusion of {len(scps)} systems)" if len(scps) > 1 else "")
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    return run_main(lambda: run(args.data, args.trials, args.scores, args.embeddings,
+                                args.enroll2utt), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Cosine scoring of embeddings, k-utterance enrollment and the two fusions of paper §5.1.3.
+
+* Enrollment (T8): a model of k utterances is the average of their unit embeddings,
+  renormalised; with k = 1 it is the utterance's own embedding.
+* Embedding fusion (E3): per utterance, the sum of the systems' unit embeddings,
+  renormalised; then scored like any embedding.
+* Score fusion (E3): each system's scores are z-normalised with the mean and standard
+  deviation of *all its scores on the trial list*, then added.  Systems must score the
+  same trials; one left out by any system (no embedding for an utterance) is left out
+  of the fusion and listed, like every skipped trial, with the reason.
+
+Everything here works on plain dicts and arrays; the ``bin/`` stages do the I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..utils import DeepSpeakerError
+from .trials import Trial
+
+SCORE_BLOCK = 8192  # trials scored per block
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (a zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-30)
+
+
+def fuse_embeddings(systems: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Embedding fusion: ``unit(sum_s unit(e_s(u)))`` for each utterance ``u`` every system has."""
+    if not systems:
+        raise ValueError("fuse_embeddings: no systems")
+    keys = set(systems[0])
+    for s in systems[1:]:
+        keys &= set(s)
+    return {u: unit(sum(unit(s[u]) for s in systems)) for u in sorted(keys)}
+
+
+def enroll_model(emb: Mapping[str, np.ndarray], utts: Sequence[str]) -> np.ndarray:
+    """A k-utterance speaker model: mean of the unit embeddings, renormalised (paper T8)."""
+    return unit(np.mean([unit(emb[u]) for u in utts], axis=0))
+
+
+def cosine_trials(emb: Mapping[str, np.ndarray], trials: Sequence[Trial],
+                  enroll2utt: Mapping[str, Sequence[str]] | None = None
+                  ) -> tuple[list[Trial], np.ndarray, list[tuple[Trial, list[str]]]]:
+    """Cosine scores of ``trials`` (enroll ids may be models of ``enroll2utt``).
+
+    Returns (scored trials, their scores, skipped trials with the utterances that have
+    no embedding).  Whether every id is known at all is the caller's check.
+    """
+    models = enroll2utt or {}
+    e_index: dict[str, int] = {}
+    t_index: dict[str, int] = {}
+    e_vecs, t_vecs = [], []
+    kept, skipped, e_rows, t_rows = [], [], [], []
+    for t in trials:
+        members = list(models.get(t.enroll, [t.enroll]))
+        missing = [u for u in members + [t.test] if u not in emb]
+        if missing:
+            skipped.append((t, missing))
+            continue
+        if t.enroll not in e_index:
+            e_index[t.enroll] = len(e_vecs)
+            e_vecs.append(enroll_model(emb, members))
+        if t.test not in t_index:
+            t_index[t.test] = len(t_vecs)
+            t_vecs.append(unit(emb[t.test]))
+        kept.append(t)
+        e_rows.append(e_index[t.enroll])
+        t_rows.append(t_index[t.test])
+    if not kept:
+        return kept, np.zeros(0), skipped
+    # Row-wise dot products by index, in blocks: never a (trials x dim) copy of the vectors.
+    enroll, test = np.stack(e_vecs), np.stack(t_vecs)
+    e_rows, t_rows = np.asarray(e_rows), np.asarray(t_rows)
+    scores = np.empty(len(kept))
+    for i in range(0, len(kept), SCORE_BLOCK):
+        j = slice(i, i + SCORE_BLOCK)
+        scores[j] = np.einsum("ij,ij->i", enroll[e_rows[j]], test[t_rows[j]])
+    return kept, scores, skipped
+
+
+def znorm(scores: np.ndarray, where: str = "scores") -> np.ndarray:
+    """``(s - mean) / std`` over all of ``scores`` (paper §5.1.3's score normalisation)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size < 2:
+        raise DeepSpeakerError(f"{where}: {scores.size} score(s); z-normalisation needs at least 2")
+    std = scores.std()
+    if not std > 0:
+        raise DeepSpeakerError(f"{where}: all {scores.size} scores are equal; cannot z-normalise")
+    return (scores - scores.mean()) / std
+
+
+def fuse_scores(systems: Sequence[Mapping[tuple[str, str], float]], trials: Sequence[Trial],
+                names: Sequence[str] | None = None) -> tuple[list[Trial], np.ndarray]:
+    """Score fusion over the trials every system scored: sum of per-system z-normalised scores.
+
+    Each system is z-normalised over all of *its own* scores of ``trials`` (before the
+    intersection), so a system is normalised the same way whatever it is fused with.
+    """
+    if len(systems) < 2:
+        raise DeepSpeakerError("score fusion needs at least two systems")
+    names = list(names) if names is not None else [f"system {i + 1}" for i in range(len(systems))]
+    normed = []
+    for sys_scores, name in zip(systems, names):
+        keys = [(t.enroll, t.test) for t in trials if (t.enroll, t.test) in sys_scores]
+        z = znorm(np.array([sys_scores[k] for k in keys]), name)
+        normed.append(dict(zip(keys, z)))
+    kept = [t for t in trials if all((t.enroll, t.test) in n for n in normed)]
+    fused = np.array([sum(n[(t.enroll, t.test)] for n in normed) for t in kept])
+    return kept, fused
+
+
+__all__ = ["cosine_trials", "enroll_model", "fuse_embeddings", "fuse_scores", "unit", "znorm"]
