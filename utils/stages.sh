@@ -31,11 +31,16 @@ eval_dir=$data/$eval_set
 dev_dir=-
 [ -n "$dev_set" ] && dev_dir=$data/$dev_set
 
-# The trial lists of the eval set: the paper's 1 + 99 list and the k-enrollment lists.
+# The trial lists of the eval set: the paper's 1 + 99 list, the k-enrollment lists, then
+# any other trials_<name> a data prep wrote (e.g. VoxCeleb1-O as trials_vox1_o).
 eval_trials() {
-  local t
+  local t f
   for t in trials trials_enroll1 trials_enroll2 trials_enroll3 trials_enroll5; do
     [ -f "$eval_dir/$t" ] && echo "$t"
+  done
+  for f in "$eval_dir"/trials_*; do
+    t=${f##*/}
+    case $t in trials_enroll*) ;; *) [ -f "$f" ] && echo "$t" ;; esac
   done
   return 0
 }
