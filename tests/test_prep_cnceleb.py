@@ -115,7 +115,8 @@ def test_flac_release(tmp_path):
     assert ev.utt2spk["id00800-interview-02-003"] == "id00800"
     assert ev.wav_scp["id00800-enroll"] == str(
         cnc1 / "CN-Celeb_flac" / "eval" / "enroll" / "id00800-enroll.flac")
-    assert (data / "eval" / "trials").read_text().splitlines() == TRIALS_KALDI
+    assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == TRIALS_KALDI
+    assert not (data / "eval" / "trials").exists()  # stage 2's name for the paper's list
     assert not set(train.spk2utt) & set(ev.spk2utt)
 
     # A rerun gives the same files and leaves no temp dir.
@@ -138,7 +139,7 @@ def test_old_wav_release_without_dev_list_given_as_the_folder_itself(tmp_path):
     ev = check_valid(data / "eval")
     assert ev.utts == EVAL_IDS
     assert ev.wav_scp["id00801-drama-01-001"].endswith("/eval/test/id00801-drama-01-001.wav")
-    assert (data / "eval" / "trials").read_text().splitlines() == TRIALS_KALDI
+    assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == TRIALS_KALDI
 
 
 @pytest.mark.parametrize("layout", ["CN-Celeb2_flac/data", "data"])
@@ -204,7 +205,8 @@ def test_test_list_naming_missing_file(tmp_path):
     ("trials.lst", "id00999-enroll test/id00800-singing-01-001.flac 0\n",
      ":1: enrollment model id00999-enroll is not in"),
     ("trials.lst", "id00800-enroll test/id00801-drama-01-001.flac 1\n",
-     ":1: label 1 (target) but"),
+     ":1: label 1 (target) but the files are of different speakers: "
+     "enroll/id00800-enroll.flac test/id00801-drama-01-001.flac"),
     ("enroll.lst", "id00800-enroll\n", ":1: expected 2"),
 ])
 def test_bad_list_line(tmp_path, name, text, needle):
@@ -213,6 +215,25 @@ def test_bad_list_line(tmp_path, name, text, needle):
     path.write_text(text)
     data = tmp_path / "data"
     assert_failed(run(["--cnceleb1-dir", cnc1, "--data-dir", data]), data, f"{path}{needle}")
+
+
+def test_repeated_trials(tmp_path):
+    """The same pair again: dropped with a warning; with the other label: an error (the
+    label of one of the two lines disagrees with the speakers)."""
+    cnc1 = make_cnc1(tmp_path)
+    trials = cnc1 / "CN-Celeb_flac" / "eval" / "lists" / "trials.lst"
+    text = trials.read_text()
+    trials.write_text(text + text.splitlines(keepends=True)[1])
+    data = tmp_path / "data"
+    r = run(["--cnceleb1-dir", cnc1, "--data-dir", data])
+    assert r.returncode == 0, r.stderr
+    assert "1 repeated trial(s) dropped" in r.stderr
+    assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == TRIALS_KALDI
+
+    trials.write_text(text + "id00800-enroll test/id00800-singing-01-001.flac 0\n")
+    r = run(["--cnceleb1-dir", cnc1, "--data-dir", tmp_path / "data2"])
+    assert_failed(r, tmp_path / "data2", f"{trials}:5: label 0 (nontarget) but the files are "
+                  "of the same speaker")
 
 
 def test_empty_speaker_folder(tmp_path):

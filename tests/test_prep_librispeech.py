@@ -26,6 +26,7 @@ import soundfile as sf
 
 from deepspeaker.data import validate_data_dir
 from deepspeaker.data.kaldi_dir import sorted_ids
+from deepspeaker.data import prep
 from deepspeaker.data.prep import DataPrepError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -520,14 +521,15 @@ def test_mini_failure_while_writing_leaves_old_dirs(tmp_path, mini, monkeypatch)
     data = tmp_path / "data"
     module.prepare_librispeech_mini(mini, data, dev_fraction=0.2, seed=0)
     before = snapshot(data)
-    real_publish = module.publish_data_dir
+    real_write = prep._write_checked
 
-    def publish_but_eval(path, *args, **kwargs):
+    def write_but_eval(tmp, path, *args, **kwargs):
         if Path(path).name == "eval":
             raise DataPrepError(f"{path}: disk full (simulated)")
-        return real_publish(path, *args, **kwargs)
+        return real_write(tmp, path, *args, **kwargs)
 
-    monkeypatch.setattr(module, "publish_data_dir", publish_but_eval)
+    # publish_sets writes every set (train and dev first) before it moves any into place.
+    monkeypatch.setattr(prep, "_write_checked", write_but_eval)
     with pytest.raises(DataPrepError, match="simulated"):
         module.prepare_librispeech_mini(mini, data, dev_fraction=0.0, seed=1)
     assert snapshot(data) == before

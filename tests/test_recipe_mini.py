@@ -192,3 +192,30 @@ def test_ivector_bad_inputs(recipe):
     DiagGmm(np.full(4, 0.25), np.zeros((4, 40)), np.ones((4, 40))).save(exp / "models/ubm.npz")
     with pytest.raises(Exception, match=r"ubm.npz: the UBM is for 40-d features but .* gives 60-d"):
         extract_ivectors.run(exp, data / "eval")
+
+
+def test_size_study_and_transfer_stages_11_12(recipe):
+    """Stage 11 (T7) on half the training speakers; stage 12 (T9/T10) from a copy of this exp."""
+    import shutil
+
+    tmp, _ = recipe
+    source = tmp / "source_exp"
+    for m in ("rescnn", "gru"):
+        shutil.copytree(tmp / "exp" / f"{m}_softmax_triplet", source / f"{m}_softmax_triplet")
+    conf = tmp / "conf_nnet"
+    shutil.copytree(ROOT / "tests/conf_nnet_tiny", conf)
+    for m in ("rescnn", "gru"):
+        shutil.copy(conf / f"{m}_triplet.yaml", conf / f"{m}_transfer.yaml")
+    r = _run(tmp, "--stage", "11", "--train-fractions", "0.5", "--transfer-from", str(source),
+             "--nnet-conf-dir", str(conf))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sub = (tmp / "data/train_spk50/spk2utt").read_text().splitlines()
+    assert len(sub) == 4  # 50% of 8 speakers, all their utterances
+    exp = tmp / "exp"
+    for m in ("rescnn", "gru"):
+        for tag in (f"{m}_softmax_triplet_spk50", f"{m}_source_only", f"{m}_transfer"):
+            assert len(kaldiio.load_scp(str(exp / tag / "eval/embedding.scp"))) == 42, tag
+        assert (exp / f"{m}_source_only/source").read_text().strip() == str(source / f"{m}_softmax_triplet")
+    report = (exp / "RESULTS.md").read_text()
+    assert "## T7" in report and "## T9/T10" in report
+    assert "| ResCNN | 50% |" in report and "| ResCNN | 100% |" in report

@@ -104,3 +104,28 @@ def test_missing_systems_are_shown_not_guessed(tree):
     assert "| score fusion | not run |" in text
     assert "| GRU: softmax + triplet beats triplet only, which beats softmax only (EER and ACC; T5) " \
            "| not checked |" in text
+
+
+def test_size_study_and_transfer_tables(tree):
+    exp, data, lists = tree
+    rng = np.random.default_rng(1)
+    extra = {"rescnn_softmax_triplet_spk25": 1.0, "rescnn_softmax_triplet_spk50": 1.8,
+             "gru_source_only": 0.5, "gru_transfer": 3.0}
+    for tag, sep in extra.items():
+        (exp / tag / "scores").mkdir(parents=True)
+        trials = lists["trials"]
+        write_scores(exp / tag / "scores/cosine_trials", trials,
+                     [rng.standard_normal() + (sep if t.target else 0) for t in trials])
+    (exp / "gru_source_only/source").write_text("../mini/exp/gru_softmax_triplet\n")
+    write_report(collect(exp, data), "fake")
+    text = (exp / "RESULTS.md").read_text()
+    t7 = text.split("## T7")[1].split("##")[0]
+    assert [line.split("|")[2].strip() for line in t7.splitlines() if line.startswith("| ResCNN")] \
+        == ["25%", "50%", "100%"]
+    t10 = text.split("## T9/T10")[1].split("##")[0]
+    assert "GRU, trained on ../mini/exp/gru_softmax_triplet only" in t10
+    assert "GRU, fine-tuned here from that model" in t10
+    assert "| ResCNN: more training speakers, lower EER (T7) | **held** |" in text
+    assert "| GRU: a model of another corpus fine-tuned here beats" in text
+    # the study systems get histograms but stay off the DET plot's legend of main systems
+    assert (exp / "report/hist_gru_transfer.png").exists()

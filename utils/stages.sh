@@ -15,9 +15,16 @@
 #   fusion_strategy              which strategy's models are fused (T6) and shown in T8
 #   report_title                 title of $exp/RESULTS.md
 #
+# Optional, with defaults that skip them:
+#   trials_opts                  extra make_trials options (e.g. "--enroll-counts 1,2")
+#   train_fractions              e.g. "0.25 0.5": stage 11, the training-size study (T7)
+#   transfer_from                an exp/ dir of another recipe: stage 12, transfer (T9/T10)
+#
 # Stages: 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 T-matrix + i-vectors,
 # 5 LDA/PLDA scoring, 6 softmax pre-training, 7 triplet training, 8 embedding
-# extraction, 9 cosine scoring + metrics, 10 fusion + $exp/RESULTS.md.
+# extraction, 9 cosine scoring + metrics, 10 fusion + $exp/RESULTS.md; 11 training
+# on fractions of the training speakers; 12 a model of another corpus, as is and
+# fine-tuned with triplet loss here.  Stages 11 and 12 rewrite $exp/RESULTS.md.
 # Every stage can be rerun: finished work is skipped (.done markers, per-job markers,
 # resumable checkpoints, up-to-date records), so a crashed run continues.
 
@@ -26,6 +33,9 @@ for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_se
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v before sourcing it"
 done
 unset _v
+trials_opts=${trials_opts:-}
+train_fractions=${train_fractions:-}
+transfer_from=${transfer_from:-}
 feature_sets="$train_set $dev_set $eval_set"
 eval_dir=$data/$eval_set
 dev_dir=-
@@ -46,6 +56,24 @@ eval_trials() {
 }
 # --enroll2utt for the k-enrollment lists, nothing for utterance-level lists.
 enroll_opt() { case $1 in trials_enroll*) echo "--enroll2utt $eval_dir/enroll2utt" ;; esac; }
+# Stages 8 and 9 for one experiment: embeddings of the eval set, cosine scores, RESULTS.md.
+embed_and_score() {
+  local tag=$1 t
+  run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
+    python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$eval_dir"
+  for t in $(eval_trials); do
+    # shellcheck disable=SC2046  # enroll_opt prints zero or two words
+    run_jobs.sh "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
+      $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
+      "$exp/$tag/$eval_set/embedding.scp"
+  done
+  python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
+}
+make_report() {
+  log "report -> $exp/RESULTS.md"
+  python -m deepspeaker.bin.make_report --title "$report_title" --eval-set "$eval_set" \
+    --strategy "$fusion_strategy" "$exp" "$data"
+}
 has_strategy() { case " $nnet_strategies " in *" $1 "*) return 0 ;; esac; return 1; }
 # The trained embedding experiments, as <model>_<strategy> tags.
 nnet_tags() {
@@ -78,7 +106,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   # anchors against 1, 2, 3, 5-utterance enrollment models (paper T8).
   if [ ! -f "$eval_dir/.trials.done" ]; then
     log "stage 2: trials for $eval_dir"
-    python -m deepspeaker.bin.make_trials --seed "$seed" "$eval_dir"
+    # shellcheck disable=SC2086  # trials_opts holds several options
+    python -m deepspeaker.bin.make_trials --seed "$seed" $trials_opts "$eval_dir"
     touch "$eval_dir/.trials.done"
   fi
   # The bar every system must clear: 20-MFCC mean + std, cosine (no training at all).
@@ -158,27 +187,13 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   done
 fi
 
-if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
-  # Whole-utterance embeddings of the eval set from each experiment's best checkpoint
-  # (model settings from its config.yaml); a rerun with nothing changed does nothing.
+if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 8 ]; then
+  # 8: whole-utterance embeddings of the eval set from each experiment's best checkpoint
+  # (model settings from its config.yaml; a rerun with nothing changed does nothing).
+  # 9: cosine scores of every trial list (k-utterance models: averaged embeddings, T8).
   for tag in $(nnet_tags); do
-    log "stage 8: embeddings of $eval_dir with $exp/$tag/best.pt (log: $exp/$tag/log/extract_$eval_set.log)"
-    run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
-      python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$eval_dir"
-  done
-fi
-
-if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
-  # Cosine scores of every trial list (k-utterance models: averaged embeddings, T8).
-  for tag in $(nnet_tags); do
-    log "stage 9: cosine scoring of $exp/$tag"
-    for t in $(eval_trials); do
-      # shellcheck disable=SC2046
-      run_jobs.sh "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
-        $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
-        "$exp/$tag/$eval_set/embedding.scp"
-    done
-    python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
+    log "stages 8-9: embeddings and cosine scores of $eval_dir with $exp/$tag/best.pt"
+    embed_and_score "$tag"
   done
 fi
 
@@ -206,7 +221,61 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   else
     log "stage 10: fewer than two $fusion_strategy models have embeddings; no fusion"
   fi
-  log "stage 10: report -> $exp/RESULTS.md"
-  python -m deepspeaker.bin.make_report --title "$report_title" --eval-set "$eval_set" \
-    --strategy "$fusion_strategy" "$exp" "$data"
+  make_report
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ -n "$train_fractions" ]; then
+  # Training-size study (paper T7): the $fusion_strategy models trained on nested,
+  # seeded fractions of the training speakers (same confs, same dev and eval sets).
+  for f in $train_fractions; do
+    pct=$(awk -v f="$f" 'BEGIN { printf "%d", f * 100 + 0.5 }')
+    sub=$data/${train_set}_spk$pct
+    if [ ! -f "$sub/.subset.done" ]; then
+      log "stage 11: $pct% of the speakers of $data/$train_set -> $sub"
+      python -m deepspeaker.bin.subset_data_dir --seed "$seed" --speaker-fraction "$f" \
+        "$data/$train_set" "$sub"
+      touch "$sub/.subset.done"
+    fi
+    for m in $nnet_models; do
+      tag=${m}_softmax_spk$pct
+      log "stage 11: $m on $pct% of the training speakers -> $exp/${m}_${fusion_strategy}_spk$pct"
+      if [ "$fusion_strategy" = softmax_triplet ]; then
+        python -m deepspeaker.bin.train_embedding --config "$nnet_conf_dir/${m}_softmax.yaml" \
+          "$sub" "$dev_dir" "$exp/$tag"
+        python -m deepspeaker.bin.train_embedding --config "$nnet_conf_dir/${m}_triplet.yaml" \
+          --init "$exp/$tag/best.pt" "$sub" "$dev_dir" "$exp/${m}_softmax_triplet_spk$pct"
+      else
+        conf=${m}_$fusion_strategy.yaml
+        [ "$fusion_strategy" = triplet ] && conf=${m}_triplet_only.yaml
+        python -m deepspeaker.bin.train_embedding --config "$nnet_conf_dir/$conf" \
+          "$sub" "$dev_dir" "$exp/${m}_${fusion_strategy}_spk$pct"
+      fi
+      embed_and_score "${m}_${fusion_strategy}_spk$pct"
+    done
+  done
+  make_report
+fi
+
+if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ] && [ -n "$transfer_from" ]; then
+  # Transfer (paper T9/T10): the $fusion_strategy model of another recipe, scored here
+  # as it is (<model>_source_only), then fine-tuned on our training set with the
+  # triplet loss (<model>_transfer, conf <model>_transfer.yaml).
+  for m in $nnet_models; do
+    src=$transfer_from/${m}_$fusion_strategy
+    [ -f "$src/best.pt" ] || die "stage 12: $src/best.pt not found (train that recipe first)"
+    mkdir -p "$exp/${m}_source_only"
+    # A copy, not a link: this experiment must not change when the source is retrained.
+    if [ ! -f "$exp/${m}_source_only/best.pt" ]; then
+      cp "$src/config.yaml" "$exp/${m}_source_only/config.yaml"
+      cp "$src/best.pt" "$exp/${m}_source_only/.best.pt.tmp"
+      mv "$exp/${m}_source_only/.best.pt.tmp" "$exp/${m}_source_only/best.pt"
+      echo "$src" > "$exp/${m}_source_only/source"
+    fi
+    embed_and_score "${m}_source_only"
+    log "stage 12: $m fine-tuned from $src -> $exp/${m}_transfer"
+    python -m deepspeaker.bin.train_embedding --config "$nnet_conf_dir/${m}_transfer.yaml" \
+      --init "$exp/${m}_source_only/best.pt" "$data/$train_set" "$dev_dir" "$exp/${m}_transfer"
+    embed_and_score "${m}_transfer"
+  done
+  make_report
 fi

@@ -624,3 +624,47 @@ def fix_data_dir(src: str | os.PathLike, dst: str | os.PathLike) -> DataDir:
     logger.info("%s -> %s: kept %d of %d utterance(s), %d speaker(s)", src, dst, len(keep),
                 len(universe), len(fixed.spk2utt))
     return fixed
+
+
+def subset_speakers(src: str | os.PathLike, dst: str | os.PathLike, fraction: float,
+                    seed: int = 0) -> DataDir:
+    """Write to ``dst`` the utterances of a seeded ``fraction`` of the speakers of ``src``.
+
+    The speakers are one seeded permutation of the sorted speaker list, cut at
+    ``round(fraction * n)`` (at least 1): the subsets for 0.25, 0.5 and 1.0 are nested,
+    so a training-size study (paper T7) compares like with like.  Every per-utterance
+    file (features included) is filtered, nothing is recomputed; ``src`` is untouched.
+    """
+    src, dst = Path(src), Path(dst)
+    if not 0 < fraction <= 1:
+        raise DataDirError(f"speaker fraction must be in (0, 1], got {fraction}")
+    if dst.resolve() == src.resolve():
+        raise DataDirError(f"{dst}: subset_speakers writes a new dir; it must differ from {src}")
+    import numpy as np
+
+    data = DataDir.load(src)
+    speakers = data.speakers
+    n = max(1, int(round(fraction * len(speakers))))
+    order = np.random.default_rng([seed, 7, len(speakers)]).permutation(len(speakers))
+    keep_spk = {speakers[i] for i in order[:n]}
+    keep = {u for u, s in data.utt2spk.items() if s in keep_spk}
+
+    def only(m):
+        return None if m is None else {k: v for k, v in m.items() if k in keep}
+
+    segments = only(data.segments)
+    if segments is not None:
+        recs = {s[0] for s in segments.values()}
+        wav_scp = {r: v for r, v in data.wav_scp.items() if r in recs}
+    else:
+        wav_scp = only(data.wav_scp)
+    utt2spk = only(data.utt2spk)
+    out = DataDir(path=dst, wav_scp=wav_scp, utt2spk=utt2spk,
+                  spk2utt=spk2utt_from_utt2spk(utt2spk), segments=segments,
+                  utt2dur=only(data.utt2dur), feats_scp=only(data.feats_scp),
+                  vad_scp=only(data.vad_scp), utt2num_frames=only(data.utt2num_frames),
+                  failed_utts=only(data.failed_utts))
+    out.write(dst)
+    logger.info("%s: %d of %d speakers (fraction %g, seed %d), %d of %d utterances", dst, n,
+                len(speakers), fraction, seed, len(keep), len(data.utt2spk))
+    return out

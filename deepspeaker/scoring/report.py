@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,31 @@ def known_systems() -> list[System]:
     return systems
 
 
+def study_systems(exp: Path) -> list[System]:
+    """The optional experiments of stages 11 and 12 that exist under ``exp``.
+
+    ``<model>_<strategy>_spk<pct>``: trained on pct% of the training speakers (T7);
+    ``<model>_source_only``: another recipe's model as it is; ``<model>_transfer``: that
+    model fine-tuned here with the triplet loss (T9/T10).
+    """
+    found = []
+    for d in sorted(p for p in exp.iterdir() if p.is_dir()) if exp.is_dir() else []:
+        for model, mlabel in MODEL_LABELS.items():
+            m = re.fullmatch(rf"{model}_(\w+?)_spk(\d+)", d.name)
+            if m and m.group(1) in STRATEGY_LABELS:
+                found.append(System(d.name, f"{mlabel}, {STRATEGY_LABELS[m.group(1)]}, "
+                                    f"{m.group(2)}% of the training speakers", d.name,
+                                    "cosine", "size"))
+            elif d.name == f"{model}_source_only":
+                source = (d / "source").read_text().strip() if (d / "source").is_file() else "?"
+                found.append(System(d.name, f"{mlabel}, trained on {source} only", d.name,
+                                    "cosine", "transfer"))
+            elif d.name == f"{model}_transfer":
+                found.append(System(d.name, f"{mlabel}, fine-tuned here from that model",
+                                    d.name, "cosine", "transfer"))
+    return found
+
+
 def trial_names(trials_dir: Path) -> list[str]:
     names = [MAIN_TRIALS] + [f"trials_enroll{k}" for k in ENROLL_COUNTS]
     return [n for n in names if (trials_dir / n).is_file()]
@@ -122,7 +148,7 @@ def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "soft
     for name in names:
         trials = read_trials(trials_dir / name)
         rep.trial_counts[name] = (sum(t.target for t in trials), sum(not t.target for t in trials))
-        for system in known_systems():
+        for system in known_systems() + study_systems(exp):
             path = exp / system.exp / "scores" / f"{system.prefix}_{name}"
             if not path.is_file():
                 continue
@@ -229,6 +255,46 @@ def table_t8(rep: Report) -> list[str]:
     return lines
 
 
+def table_t7(rep: Report) -> list[str]:
+    """EER / ACC against the share of training speakers (paper T7); [] without stage 11."""
+    rows = []
+    for model, mlabel in MODEL_LABELS.items():
+        full = rep.get(f"{model}_{rep.strategy}")
+        parts = sorted(((int(k.rsplit("spk", 1)[1]), r) for (k, t), r in rep.results.items()
+                        if t == MAIN_TRIALS and k.startswith(f"{model}_{rep.strategy}_spk")),
+                       key=lambda x: x[0])
+        if not parts:
+            continue
+        if full is not None:
+            parts.append((100, full))
+        for pct, r in parts:
+            rows.append(f"| {mlabel} | {pct}% | " + " | ".join(_row_metrics(r)) + " |")
+    if not rows:
+        return []
+    return ["| network | training speakers | EER [%] | minDCF | ACC [%] |",
+            "|---|---|---|---|---|"] + rows
+
+
+def table_transfer(rep: Report) -> list[str]:
+    """T9/T10: trained here, trained elsewhere, trained elsewhere then fine-tuned here."""
+    rows = []
+    base = rep.get("ivector")
+    if base is not None:
+        rows.append("| " + " | ".join([base.system.label] + _row_metrics(base)) + " |")
+    any_transfer = False
+    for model in MODEL_LABELS:
+        for key in (f"{model}_{rep.strategy}", f"{model}_source_only", f"{model}_transfer"):
+            r = rep.get(key)
+            if r is None:
+                continue
+            any_transfer |= key.endswith(("_source_only", "_transfer"))
+            label = r.system.label + (" (trained here only)" if key.endswith(rep.strategy) else "")
+            rows.append("| " + " | ".join([label] + _row_metrics(r)) + " |")
+    if not any_transfer:
+        return []
+    return ["| system | EER [%] | minDCF | ACC [%] |", "|---|---|---|---|"] + rows
+
+
 # ----------------------------------------------------------------------------- claims
 
 @dataclass
@@ -279,6 +345,27 @@ def check_claims(rep: Report) -> list[Claim]:
                             f"score fusion EER {_pct(fused.metrics.eer)}% / ACC "
                             f"{_pct(fused.metrics.acc)}% vs {best.system.label} "
                             f"{_pct(best.metrics.eer)}% / {_pct(best.metrics.acc)}%"))
+    for model, mlabel in MODEL_LABELS.items():
+        parts = sorted((int(k.rsplit("spk", 1)[1]), r) for (k, t), r in rep.results.items()
+                       if t == MAIN_TRIALS and k.startswith(f"{model}_{rep.strategy}_spk"))
+        full = rep.get(f"{model}_{rep.strategy}")
+        if parts and full is not None:
+            parts.append((100, full))
+            eers = [r.metrics.eer for _, r in parts]
+            claims.append(Claim(f"{mlabel}: more training speakers, lower EER (T7)",
+                                all(a > b for a, b in zip(eers, eers[1:])),
+                                "EER " + " / ".join(_pct(e) for e in eers) + "% with " +
+                                " / ".join(f"{p}%" for p, _ in parts) + " of the speakers"))
+        here, source, tuned = (rep.get(f"{model}_{rep.strategy}"), rep.get(f"{model}_source_only"),
+                               rep.get(f"{model}_transfer"))
+        if tuned is not None and (here is not None or source is not None):
+            others = [r for r in (here, source) if r is not None]
+            claims.append(Claim(f"{mlabel}: a model of another corpus fine-tuned here beats the "
+                                "model trained here only and the other corpus' model (T9/T10)",
+                                all(tuned.metrics.eer < r.metrics.eer for r in others),
+                                f"EER fine-tuned {_pct(tuned.metrics.eer)}% vs " +
+                                ", ".join(f"{r.system.label} {_pct(r.metrics.eer)}%"
+                                          for r in others)))
     ks = [k for k in ENROLL_COUNTS if f"trials_enroll{k}" in rep.trial_counts]
     for key in t8_keys(rep):
         rs = [rep.get(key, f"trials_enroll{k}") for k in ks]
@@ -325,7 +412,7 @@ def plot_det(results: Sequence[Result], path: Path, title: str) -> None:
     ax.set_ylabel("miss rate [%]")
     ax.set_title(title, fontsize=10)
     ax.grid(True, color="0.85", lw=0.6)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     _save_png(fig, path)
     plt.close(fig)
@@ -398,7 +485,7 @@ def write_report(rep: Report, title: str) -> Path:
     exp = rep.exp
     fig_dir = exp / "report"
     main = [r for (k, t), r in rep.results.items() if t == MAIN_TRIALS]
-    det_systems = [r for r in main if r.system.key != "ivector_cosine"]
+    det_systems = [r for r in main if r.system.kind in ("baseline", "deepspeaker", "fusion")]
     if det_systems:
         plot_det(det_systems, fig_dir / "det.png", f"DET, {rep.data / rep.eval_set}/{MAIN_TRIALS}")
     for r in main:
@@ -436,7 +523,14 @@ def write_report(rep: Report, title: str) -> Path:
     lines += table_t8(rep)
     lines += ["", "A k-utterance model averages the unit embeddings of k enrollment utterances and "
               "renormalises (i-vector: PLDA with k utterances).  The same anchors are scored for "
-              "every k.", "", "## The paper's claims on this corpus", "",
+              "every k."]
+    t7, tr = table_t7(rep), table_transfer(rep)
+    if t7:
+        lines += ["", "## T7: training-set size (nested seeded subsets of the training speakers)",
+                  ""] + t7
+    if tr:
+        lines += ["", "## T9/T10: transfer from another corpus (triplet fine-tuning)", ""] + tr
+    lines += ["", "## The paper's claims on this corpus", "",
               "| claim | held? | numbers |", "|---|---|---|"]
     for c in check_claims(rep):
         verdict = {True: "**held**", False: "**not held**", None: "not checked"}[c.held]

@@ -7,7 +7,9 @@
 # Stages: 0 corpus + data dirs (here), then the shared stages of utils/stages.sh:
 # 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 i-vector extractor +
 # i-vectors, 5 LDA/PLDA scoring, 6 softmax pre-training, 7 triplet training,
-# 8 embedding extraction, 9 cosine scoring, 10 fusion + exp/RESULTS.md.
+# 8 embedding extraction, 9 cosine scoring, 10 fusion + exp/RESULTS.md; with
+# --train-fractions "0.25 0.5", 11: the same models on 25% and 50% of the training
+# speakers (T7); with --transfer-from, 12: another recipe's model here (T9/T10).
 # Every stage can be rerun: finished work is skipped, a crashed run continues.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -30,10 +32,13 @@ nnet_models="rescnn gru"                            # frame-level networks (pape
 nnet_strategies="softmax triplet softmax_triplet"   # T5's rows: any of these three
 fusion_strategy=softmax_triplet                     # the models fused in T6 and shown in T8
 report_title="egs/mini: synthetic corpus"
+train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
+transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)
 max_failed_fraction=0.05
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--corpus-opts STR] [--data DIR] [--exp DIR]
   [--ivector-conf YAML] [--nnet-conf-dir DIR] [--nnet-models \"rescnn gru\"]
-  [--nnet-strategies \"softmax triplet softmax_triplet\"] [--fusion-strategy softmax_triplet]"
+  [--nnet-strategies \"softmax triplet softmax_triplet\"] [--fusion-strategy softmax_triplet]
+  [--train-fractions \"0.25 0.5\"] [--transfer-from EXP_DIR]"
 
 . ../../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }

@@ -24,11 +24,12 @@ Data dirs written (absolute paths in wav.scp):
 * ``data/eval``: the enrollment utterances (id ``<spk>-enroll``, the enrollment model
   id of trials.lst: CN-Celeb enrolls each speaker with one concatenated utterance) and
   the test utterances (id = file stem, which starts with the speaker), with
-  ``trials`` in Kaldi's form ``enroll test target|nontarget``, in trials.lst order.
+  ``trials_cnceleb``: trials.lst in Kaldi's form ``enroll test target|nontarget``, in
+  its order (not ``trials``: that name is the paper's 1 + 99 list of stage 2).
 
 Every check (layout, lists, each file a list names, empty speaker folders) is done
-before anything is written, and each data dir is published whole
-(deepspeaker.data.prep), so a failed run leaves data/ as it was.
+before anything is written, and the two data dirs are published together, each
+whole (deepspeaker.data.prep.publish_sets), so a failed run leaves data/ as it was.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ if __package__ in (None, ""):  # run as a script without path.sh: find the packa
 
 from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
-from deepspeaker.data.prep import DataPrepError, publish_data_dir  # noqa: E402
+from deepspeaker.data.prep import (DataPrepError, PreparedSet, TrialList,  # noqa: E402
+                                   kaldi_trials, publish_sets, read_list, trial_kind)
 
 logger = logging.getLogger(__name__)
 
 CNC1_LAYOUTS = ("CN-Celeb_flac", "CN-Celeb", ".")
 CNC2_LAYOUTS = ("CN-Celeb2_flac/data", "data")
 AUDIO_SUFFIXES = (".flac", ".wav")  # flac since the 2020 release, wav before
-TRIAL_LABELS = {"1": "target", "0": "nontarget"}
 
 
 def find_root(corpus_dir: Path, layouts: Sequence[str], marker: str, name: str,
@@ -70,19 +71,10 @@ def find_root(corpus_dir: Path, layouts: Sequence[str], marker: str, name: str,
     raise DataPrepError(f"{corpus_dir}: not a {name} release: expected {wanted}")
 
 
-def read_list(path: Path, num_fields: int, form: str) -> Iterator[tuple[str, list[str]]]:
-    """``("file:line", fields)`` of each non-blank line; a wrong field count names the line."""
-    if not path.is_file():
-        raise DataPrepError(f"{path}: list not found (it is part of the CN-Celeb1 release)")
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for lineno, raw in enumerate(f, 1):
-            fields = raw.split()
-            if not fields:
-                continue
-            if len(fields) != num_fields:
-                raise DataPrepError(f"{path}:{lineno}: expected {num_fields} field(s) "
-                                    f"'{form}', found {len(fields)}: {raw.rstrip()!r}")
-            yield f"{path}:{lineno}", fields
+def read_cnceleb_list(path: Path, num_fields: int, form: str
+                      ) -> Iterator[tuple[str, list[str]]]:
+    """deepspeaker.data.prep.read_list, saying where a missing list comes from."""
+    return read_list(path, num_fields, form, hint="it is part of the CN-Celeb1 release")
 
 
 def _speaker_of(utt: str, where: str) -> str:
@@ -98,16 +90,15 @@ def _speaker_of(utt: str, where: str) -> str:
 class EvalSet:
     utt2path: dict[str, Path]
     utt2spk: dict[str, str]
-    trials: str
-    num_target: int
-    num_nontarget: int
+    trials: TrialList  # trials.lst in Kaldi's form
 
 
 def read_eval(root: Path) -> EvalSet:
     """Enrollment and test utterances from the eval lists, and trials.lst converted.
 
     Each file a list names must exist: a trial the scorer cannot score would silently
-    change the EER.  The label is checked against the speakers of the two sides.
+    change the EER.  The label is checked against the speakers of the two sides
+    (deepspeaker.data.prep.kaldi_trials).
     """
     lists = root / "eval" / "lists"
     utt2path: dict[str, Path] = {}
@@ -123,12 +114,13 @@ def read_eval(root: Path) -> EvalSet:
                                 f"{utt2where[utt]}")
         utt2path[utt], utt2spk[utt], utt2where[utt] = path, _speaker_of(utt, where), where
 
-    enroll = set()
-    for where, (model, rel) in read_list(lists / "enroll.lst", 2, "<spk>-enroll enroll/<file>"):
+    enroll: dict[str, str] = {}  # model -> enroll/<file>
+    for where, (model, rel) in read_cnceleb_list(lists / "enroll.lst", 2,
+                                                 "<spk>-enroll enroll/<file>"):
         add(model, rel, where)
-        enroll.add(model)
+        enroll[model] = rel
     test_rel2utt: dict[str, str] = {}
-    for where, (rel,) in read_list(lists / "test.lst", 1, "test/<file>"):
+    for where, (rel,) in read_cnceleb_list(lists / "test.lst", 1, "test/<file>"):
         utt = Path(rel).stem
         add(utt, rel, where)
         test_rel2utt[rel] = utt
@@ -137,47 +129,25 @@ def read_eval(root: Path) -> EvalSet:
     if not test_rel2utt:
         raise DataPrepError(f"{lists / 'test.lst'}: no test utterance in it")
 
-    lines: list[str] = []
-    seen: dict[tuple[str, str], tuple[str, str]] = {}
-    counts = {"target": 0, "nontarget": 0}
-    duplicates = 0
-    for where, (model, rel, label) in read_list(lists / "trials.lst", 3,
-                                                "<enroll model> test/<file> 1|0"):
-        if label not in TRIAL_LABELS:
-            raise DataPrepError(f"{where}: label must be 1 (target) or 0 (nontarget), "
-                                f"found {label!r}")
-        if model not in enroll:
-            raise DataPrepError(f"{where}: enrollment model {model} is not in "
-                                f"{lists / 'enroll.lst'}")
-        test = test_rel2utt.get(rel)
-        if test is None:
-            if not (root / "eval" / rel).is_file():
-                raise DataPrepError(f"{where}: {rel}: no such file ({root / 'eval' / rel})")
-            raise DataPrepError(f"{where}: {rel} is on disk but not in {lists / 'test.lst'}")
-        kind = TRIAL_LABELS[label]
-        same = utt2spk[model] == utt2spk[test]
-        if same != (kind == "target"):
-            raise DataPrepError(f"{where}: label {label} ({kind}) but {model} and {test} are "
-                                f"{'the same speaker' if same else 'different speakers'}")
-        if (model, test) in seen:
-            first, first_kind = seen[(model, test)]
-            if first_kind != kind:
-                raise DataPrepError(f"{where}: trial {model} {rel} is also at {first} with the "
-                                    "other label")
-            duplicates += 1
-            continue
-        seen[(model, test)] = (where, kind)
-        counts[kind] += 1
-        lines.append(f"{model} {test} {kind}\n")
-    if not lines:
-        raise DataPrepError(f"{lists / 'trials.lst'}: no trials in it")
-    if duplicates:
-        logger.warning("%s: %d repeated trial(s) dropped (Kaldi scoring wants each pair once)",
-                       lists / "trials.lst", duplicates)
-    logger.info("eval: %d enrollment and %d test utterances of %d speakers; %d target and %d "
-                "nontarget trials", len(enroll), len(test_rel2utt), len(set(utt2spk.values())),
-                counts["target"], counts["nontarget"])
-    return EvalSet(utt2path, utt2spk, "".join(lines), counts["target"], counts["nontarget"])
+    def rows():
+        for where, (model, rel, label) in read_cnceleb_list(lists / "trials.lst", 3,
+                                                            "<enroll model> test/<file> 1|0"):
+            kind = trial_kind(label, where)
+            if model not in enroll:
+                raise DataPrepError(f"{where}: enrollment model {model} is not in "
+                                    f"{lists / 'enroll.lst'}")
+            test = test_rel2utt.get(rel)
+            if test is None:
+                path = root / "eval" / rel
+                if not path.is_file():
+                    raise DataPrepError(f"{where}: {rel}: no such file ({path})")
+                raise DataPrepError(f"{where}: {rel} is on disk but not in {lists / 'test.lst'}")
+            yield where, kind, model, test, f"{enroll[model]} {rel}"
+
+    trials = kaldi_trials(lists / "trials.lst", rows(), utt2spk)
+    logger.info("eval: %d enrollment and %d test utterances of %d speakers", len(enroll),
+                len(test_rel2utt), len(set(utt2spk.values())))
+    return EvalSet(utt2path, utt2spk, trials)
 
 
 def scan_speaker(spk_dir: Path, spk: str, utt2path: dict[str, Path],
@@ -224,7 +194,7 @@ def training_speakers(root: Path, eval_spk: set[str]) -> list[str]:
                        "evaluation speaker (%d speakers)", dev_lst, root / "data", len(speakers))
         return speakers
     speakers: dict[str, str] = {}
-    for where, (spk,) in read_list(dev_lst, 1, "<spk>"):
+    for where, (spk,) in read_cnceleb_list(dev_lst, 1, "<spk>"):
         if spk in eval_spk:
             raise DataPrepError(f"{where}: training speaker {spk} is also an evaluation speaker")
         if not (root / "data" / spk).is_dir():
@@ -275,12 +245,15 @@ def prepare_cnceleb(cnc1_dir: str | os.PathLike, data_dir: str | os.PathLike, *,
     if not utt2spk:
         raise DataPrepError(f"{data_dir / 'train'}: no training utterances")
 
-    publish_data_dir(data_dir / "train", {u: str(p) for u, p in utt2path.items()}, utt2spk)
-    publish_data_dir(data_dir / "eval", {u: str(p) for u, p in evalset.utt2path.items()},
-                     evalset.utt2spk, extra_files={"trials": evalset.trials})
+    # The official list is trials_cnceleb: stage 2 writes the paper's 1 + 99 list as
+    # trials, and scores every trials_<name> beside it.
+    publish_sets(data_dir, {
+        "train": PreparedSet({u: str(p) for u, p in utt2path.items()}, utt2spk),
+        "eval": PreparedSet({u: str(p) for u, p in evalset.utt2path.items()}, evalset.utt2spk,
+                            extra_files={"trials_cnceleb": evalset.trials.text})})
     logger.info("CN-Celeb data prep done: %s (%d utterances), %s (%d utterances, %d trials)",
                 data_dir / "train", len(utt2spk), data_dir / "eval", len(evalset.utt2spk),
-                evalset.num_target + evalset.num_nontarget)
+                evalset.trials.num_target + evalset.trials.num_nontarget)
     return {"train": len(utt2spk), "eval": len(evalset.utt2spk)}
 
 

@@ -23,7 +23,7 @@ it may hold speakers of the new train set.
 
 All or nothing: the whole corpus is scanned and checked (layout, file names,
 SPEAKERS.TXT, durations, disjoint speakers) before anything is written; the sets
-are then built with ``publish_data_dir`` in a hidden staging dir inside
+are then built with ``publish_sets`` in a hidden staging dir inside
 ``--data-dir`` and moved into place together, so an error leaves the previous data
 dirs (or none) and no temp dir.
 """
@@ -34,7 +34,6 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,7 +47,8 @@ if __package__ in (None, ""):  # run as a script without path.sh: find the packa
 
 from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
-from deepspeaker.data.prep import DataPrepError, publish_data_dir  # noqa: E402
+from deepspeaker.data.prep import (DataPrepError, PreparedSet, kaldi_map_text,  # noqa: E402
+                                   publish_sets)
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +70,10 @@ class Speaker:
 
 
 @dataclass
-class PreparedSet:
-    """One data dir in memory, complete and checked, waiting to be written."""
+class LibriSpeechSet(PreparedSet):
+    """A set being prepared, with what the checks and the summary need beside the files."""
 
-    wav_scp: dict[str, str] = field(default_factory=dict)
-    utt2spk: dict[str, str] = field(default_factory=dict)
-    utt2dur: dict[str, float] = field(default_factory=dict)
-    spk2gender: dict[str, str] | None = None
+    spk2gender: dict[str, str] | None = None  # also in extra_files, when every speaker has one
     spk_subset: dict[str, str] = field(default_factory=dict)  # speaker -> subset it came from
 
 
@@ -196,55 +193,7 @@ def read_durations(paths: Mapping[str, str], nj: int) -> dict[str, float]:
         pool.shutdown(cancel_futures=True)
 
 
-def publish_sets(data_dir: Path, sets: Mapping[str, PreparedSet], remove: Sequence[str] = ()
-                 ) -> None:
-    """Write every set with publish_data_dir, then move them into place together.
-
-    Writing each set straight to its final place would leave, after a failure in the
-    third set, new train and dev dirs beside an old eval dir of another split.  Here
-    a failure (invalid dir, full disk) leaves the old dirs as they were; the moves
-    at the end are renames within one directory.  ``remove`` names old dirs that
-    this run does not make and that must not survive it.
-    """
-    created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]  # deepest first
-    data_dir.mkdir(parents=True, exist_ok=True)
-    staging = data_dir / f".prepare_data.tmp{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir()
-        for name, s in sets.items():
-            extra = {}
-            if s.spk2gender is not None:
-                extra["spk2gender"] = "".join(f"{spk} {s.spk2gender[spk]}\n"
-                                              for spk in sorted_ids(s.spk2gender))
-            publish_data_dir(staging / name, s.wav_scp, s.utt2spk, utt2dur=s.utt2dur,
-                             extra_files=extra)
-        swapped: list[str] = []
-        try:
-            for name in [*sets, *remove]:
-                if (data_dir / name).exists():
-                    (data_dir / name).rename(staging / f"old.{name}")
-                    if name in remove:
-                        logger.info("%s: removed (this run makes no such set)", data_dir / name)
-                swapped.append(name)
-                if name in sets:
-                    (staging / name).rename(data_dir / name)
-        except BaseException:  # Ctrl-C between two renames: put the old dirs back
-            for name in reversed(swapped):
-                if name in sets and not (staging / name).exists():
-                    (data_dir / name).rename(staging / name)
-                if (staging / f"old.{name}").exists():
-                    (staging / f"old.{name}").rename(data_dir / name)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        for d in created:  # after a failure: the dirs this run made, if still empty
-            if any(d.iterdir()):
-                break
-            d.rmdir()
-
-
-def _summary(name: str, s: PreparedSet) -> str:
+def _summary(name: str, s: LibriSpeechSet) -> str:
     spks = set(s.utt2spk.values())
     sexes = ""
     if s.spk2gender is not None:
@@ -256,7 +205,7 @@ def _summary(name: str, s: PreparedSet) -> str:
 
 def prepare_librispeech(corpus_dir: str | os.PathLike, data_dir: str | os.PathLike,
                         subsets: Mapping[str, Sequence[str]], nj: int = 4
-                        ) -> dict[str, PreparedSet]:
+                        ) -> dict[str, LibriSpeechSet]:
     """Scan, check and write the data dirs; ``subsets`` maps set name -> subset names.
 
     Returns the sets written (those with at least one subset).
@@ -288,11 +237,11 @@ def prepare_librispeech(corpus_dir: str | os.PathLike, data_dir: str | os.PathLi
     speakers_txt = root / "SPEAKERS.TXT"
     speakers = read_speakers_txt(speakers_txt)
 
-    sets: dict[str, PreparedSet] = {}
+    sets: dict[str, LibriSpeechSet] = {}
     for name in SETS:
         if not subsets.get(name):
             continue
-        s = sets[name] = PreparedSet()
+        s = sets[name] = LibriSpeechSet()
         for subset in subsets[name]:
             utts = scan_subset(root / subset)
             for utt, path in utts.items():
@@ -322,6 +271,7 @@ def prepare_librispeech(corpus_dir: str | os.PathLike, data_dir: str | os.PathLi
                            data_dir / name)
         else:
             s.spk2gender = {spk: speakers[spk].sex for spk in s.spk_subset}
+            s.extra_files["spk2gender"] = kaldi_map_text(s.spk2gender)
 
     # Before the durations: on the full corpus, reading ~290,000 headers takes minutes.
     owner: dict[str, str] = {}

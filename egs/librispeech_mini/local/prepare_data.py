@@ -23,7 +23,7 @@ segment always train.  With --dev-fraction 0 no dev set is made, and an old
 ``<data-dir>/dev`` is removed, since it may hold speakers of the new train set.
 
 All or nothing: the corpus is scanned and checked (names, SPEAKERS.tsv, durations)
-before anything is written; the sets are built with ``publish_data_dir`` in a hidden
+before anything is written; the sets are built with ``publish_sets`` in a hidden
 staging dir inside --data-dir and moved into place together.
 """
 
@@ -34,9 +34,8 @@ import logging
 import math
 import os
 import re
-import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -49,7 +48,8 @@ if __package__ in (None, ""):  # run as a script without path.sh: find the packa
 
 from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
-from deepspeaker.data.prep import DataPrepError, publish_data_dir  # noqa: E402
+from deepspeaker.data.prep import (DataPrepError, PreparedSet, kaldi_map_text,  # noqa: E402
+                                   publish_sets)
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +67,6 @@ class Speaker:
     sex: str     # "m" or "f", as Kaldi's spk2gender
     n_utts: int  # segments the corpus says this speaker has
     line: int
-
-
-@dataclass
-class PreparedSet:
-    """One data dir in memory, complete and checked, waiting to be written."""
-
-    wav_scp: dict[str, str] = field(default_factory=dict)
-    utt2spk: dict[str, str] = field(default_factory=dict)
-    utt2dur: dict[str, float] = field(default_factory=dict)
-    spk2gender: dict[str, str] = field(default_factory=dict)
 
 
 def read_speakers_tsv(path: Path) -> dict[str, Speaker]:
@@ -209,51 +199,6 @@ def split_speakers(speakers: Mapping[str, Speaker], segments: Mapping[str, int],
     return assignment
 
 
-def publish_sets(data_dir: Path, sets: Mapping[str, PreparedSet], remove: Sequence[str] = ()
-                 ) -> None:
-    """Write every set with publish_data_dir, then move them into place together.
-
-    Writing each set straight to its final place would leave, after a failure in the
-    last set, a new train dir beside an old eval dir of another split (shared
-    speakers).  Here a failure leaves the old dirs as they were; the moves at the end
-    are renames within one directory.  ``remove`` names old dirs that this run does
-    not make and that must not survive it.
-    """
-    created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]  # deepest first
-    data_dir.mkdir(parents=True, exist_ok=True)
-    staging = data_dir / f".prepare_data.tmp{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir()
-        for name, s in sets.items():
-            spk2gender = "".join(f"{spk} {s.spk2gender[spk]}\n" for spk in sorted_ids(s.spk2gender))
-            publish_data_dir(staging / name, s.wav_scp, s.utt2spk, utt2dur=s.utt2dur,
-                             extra_files={"spk2gender": spk2gender})
-        swapped: list[str] = []
-        try:
-            for name in [*sets, *remove]:
-                if (data_dir / name).exists():
-                    (data_dir / name).rename(staging / f"old.{name}")
-                    if name in remove:
-                        logger.info("%s: removed (this run makes no such set)", data_dir / name)
-                swapped.append(name)
-                if name in sets:
-                    (staging / name).rename(data_dir / name)
-        except BaseException:  # Ctrl-C between two renames: put the old dirs back
-            for name in reversed(swapped):
-                if name in sets and not (staging / name).exists():
-                    (data_dir / name).rename(staging / name)
-                if (staging / f"old.{name}").exists():
-                    (staging / f"old.{name}").rename(data_dir / name)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        for d in created:  # after a failure: the dirs this run made, if still empty
-            if any(d.iterdir()):
-                break
-            d.rmdir()
-
-
 def prepare_librispeech_mini(corpus_dir: str | os.PathLike, data_dir: str | os.PathLike,
                              eval_fraction: float = 0.4, dev_fraction: float = 0.0,
                              seed: int = 0) -> dict[str, PreparedSet]:
@@ -292,22 +237,25 @@ def prepare_librispeech_mini(corpus_dir: str | os.PathLike, data_dir: str | os.P
         raise DataPrepError(f"{corpus_dir}: no dev speaker with --dev-fraction {dev_fraction}; "
                             "raise it or set it to 0 to make no dev set")
     sets: dict[str, PreparedSet] = {}
+    spk2gender: dict[str, dict[str, str]] = {}
     for name in SETS:
         if name not in assignment.values():
             continue
-        s = sets[name] = PreparedSet()
+        genders = spk2gender[name] = {spk: speakers[spk].sex
+                                      for spk, n in assignment.items() if n == name}
+        if name != "train":  # by construction; checked because eval anchors depend on it
+            assert all(segments[spk] >= 2 for spk in genders), name
+        s = sets[name] = PreparedSet(extra_files={"spk2gender": kaldi_map_text(genders)})
         s.utt2spk = {utt: spk for utt, spk in utt2spk.items() if assignment[spk] == name}
         s.wav_scp = {utt: str(flacs[utt]) for utt in s.utt2spk}
         s.utt2dur = {utt: utt2dur[utt] for utt in s.utt2spk}
-        s.spk2gender = {spk: speakers[spk].sex for spk, n in assignment.items() if n == name}
-        if name != "train":  # by construction; checked because eval anchors depend on it
-            assert all(segments[spk] >= 2 for spk in s.spk2gender), name
 
     publish_sets(data_dir, sets, remove=[name for name in SETS if name not in sets])
     for name, s in sets.items():
-        n_f = sum(1 for sex in s.spk2gender.values() if sex == "f")
+        genders = spk2gender[name]
+        n_f = sum(1 for sex in genders.values() if sex == "f")
         logger.info("%s: %d speakers (%d f, %d m), %d utterances, %.1f min", data_dir / name,
-                    len(s.spk2gender), n_f, len(s.spk2gender) - n_f, len(s.utt2spk),
+                    len(genders), n_f, len(genders) - n_f, len(s.utt2spk),
                     sum(s.utt2dur.values()) / 60)
     return sets
 

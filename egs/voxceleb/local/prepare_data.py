@@ -31,8 +31,9 @@ Trials are in Kaldi's form ``enroll test target|nontarget``, in the order of the
 official list.  The paper's 1 + 99 trials for vox1_test are made by stage 2.
 
 Every check (layout, empty speaker folders, each trial line and the file it names,
-ffmpeg for m4a) is done before anything is written, and each data dir is published
-whole (deepspeaker.data.prep), so a failed run leaves data/ as it was.
+ffmpeg for m4a) is done before anything is written, and the data dirs are published
+together, each whole (deepspeaker.data.prep.publish_sets), so a failed run leaves
+data/ as it was.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ if __package__ in (None, ""):  # run as a script without path.sh: find the packa
 
 from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
-from deepspeaker.data.prep import DataPrepError, publish_data_dir  # noqa: E402
+from deepspeaker.data.prep import (DataPrepError, PreparedSet, TrialList,  # noqa: E402
+                                   kaldi_trials, publish_sets, read_list, trial_kind)
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,6 @@ TRIAL_LISTS = {
     "trials_vox1_e": ("list_test_all2.txt", "list_test_all.txt"),
     "trials_vox1_h": ("list_test_hard2.txt", "list_test_hard.txt"),
 }
-TRIAL_LABELS = {"1": "target", "0": "nontarget"}
 
 
 def ffmpeg_pipe(path: Path) -> str:
@@ -160,15 +161,6 @@ def scan_part(name: str, corpus_dir: Path, layouts: Sequence[str], suffix: str,
     return part
 
 
-@dataclass
-class TrialList:
-    path: Path
-    text: str  # Kaldi trials, one "enroll test target|nontarget" per line
-    speakers: set[str]
-    num_target: int
-    num_nontarget: int
-
-
 def find_trial_lists(trial_dir: Path) -> dict[str, Path]:
     """Our trial file name -> the official list to convert, the cleaned one when both exist."""
     found = {}
@@ -185,29 +177,14 @@ def find_trial_lists(trial_dir: Path) -> dict[str, Path]:
 def convert_trial_list(path: Path, vox1: Part) -> TrialList:
     """Official ``label path1 path2`` lines -> Kaldi trials on our utterance ids.
 
-    Every file a trial names must be on disk: a trial the scorer later cannot score
-    would silently change the EER.  The label is checked against the speakers of the
-    two files, which catches a list in another format (columns swapped) at once.
+    Every file a trial names must be on disk (deepspeaker.data.prep.kaldi_trials says
+    why, and checks the labels against the speakers).
     """
-    lines: list[str] = []
-    seen: dict[tuple[str, str], tuple[int, str]] = {}
-    speakers: set[str] = set()
-    counts = {"target": 0, "nontarget": 0}
-    duplicates = 0
     roots = ", ".join(sorted({str(r) for r in vox1.spk2root.values()}))
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for lineno, raw in enumerate(f, 1):
-            fields = raw.split()
-            if not fields:
-                continue
-            where = f"{path}:{lineno}"
-            if len(fields) != 3:
-                raise DataPrepError(f"{where}: expected 3 fields 'label path1 path2', found "
-                                    f"{len(fields)}: {raw.rstrip()!r}")
-            label, *files = fields
-            if label not in TRIAL_LABELS:
-                raise DataPrepError(f"{where}: label must be 1 (target) or 0 (nontarget), "
-                                    f"found {label!r}")
+
+    def rows():
+        for where, (label, *files) in read_list(path, 3, "label path1 path2"):
+            kind = trial_kind(label, where)
             utts = []
             for rel in files:
                 utt = vox1.rel2utt.get(rel)
@@ -215,32 +192,9 @@ def convert_trial_list(path: Path, vox1: Part) -> TrialList:
                     raise DataPrepError(f"{where}: {rel}: file not on disk "
                                         f"(looked under {roots})")
                 utts.append(utt)
-            enroll, test = utts
-            kind = TRIAL_LABELS[label]
-            same = vox1.utt2spk[enroll] == vox1.utt2spk[test]
-            if same != (kind == "target"):
-                raise DataPrepError(f"{where}: label {label} ({kind}) but the files are of "
-                                    f"{'the same speaker' if same else 'different speakers'}: "
-                                    f"{files[0]} {files[1]}")
-            if (enroll, test) in seen:
-                first, first_kind = seen[(enroll, test)]
-                if first_kind != kind:
-                    raise DataPrepError(f"{where}: trial {files[0]} {files[1]} is also on line "
-                                        f"{first} with the other label")
-                duplicates += 1
-                continue
-            seen[(enroll, test)] = (lineno, kind)
-            speakers.update(vox1.utt2spk[u] for u in utts)
-            counts[kind] += 1
-            lines.append(f"{enroll} {test} {kind}\n")
-    if not lines:
-        raise DataPrepError(f"{path}: no trials in it")
-    if duplicates:
-        logger.warning("%s: %d repeated trial(s) dropped (Kaldi scoring wants each pair once)",
-                       path, duplicates)
-    logger.info("%s: %d target and %d nontarget trials of %d speakers", path, counts["target"],
-                counts["nontarget"], len(speakers))
-    return TrialList(path, "".join(lines), speakers, counts["target"], counts["nontarget"])
+            yield where, kind, utts[0], utts[1], " ".join(files)
+
+    return kaldi_trials(path, rows(), vox1.utt2spk)
 
 
 def check_ffmpeg(vox2: Part, vox2_dir: Path) -> None:
@@ -314,12 +268,20 @@ def prepare_voxceleb(vox1_dir: str | os.PathLike, data_dir: str | os.PathLike, *
             f"veri_test.txt is there, and {vox1_dir} has no test/wav folder. Put veri_test2.txt "
             "(from the VoxCeleb1 page) in it or pass --trial-lists DIR")
 
-    sets: dict[str, tuple[dict[str, str], dict[str, str]]] = {}  # name -> utt2spk, extras
-    sets["vox1_test"] = (_subset(vox1, test_spk),
-                         {k: trials[k].text for k in ("trials_vox1_o",) if k in trials})
-    eh = {k: trials[k].text for k in ("trials_vox1_e", "trials_vox1_h") if k in trials}
+    def wav_entry(utt: str) -> str:
+        if vox2 is not None and utt in vox2.utt2path:
+            return ffmpeg_pipe(vox2.utt2path[utt])
+        return str(vox1.utt2path[utt])
+
+    def prepared(utt2spk: dict[str, str], trial_names: Sequence[str]) -> PreparedSet:
+        return PreparedSet({u: wav_entry(u) for u in utt2spk}, utt2spk, extra_files={
+            k: trials[k].text for k in trial_names if k in trials})
+
+    sets: dict[str, PreparedSet] = {}
+    sets["vox1_test"] = prepared(_subset(vox1, test_spk), ["trials_vox1_o"])
+    eh = [k for k in ("trials_vox1_e", "trials_vox1_h") if k in trials]
     if eh:
-        sets["vox1_all"] = (dict(vox1.utt2spk), eh)
+        sets["vox1_all"] = prepared(dict(vox1.utt2spk), eh)
     elif (data_dir / "vox1_all").exists():
         logger.warning("%s: left as it is (no Vox1-E/H list this time)", data_dir / "vox1_all")
 
@@ -338,18 +300,10 @@ def prepare_voxceleb(vox1_dir: str | os.PathLike, data_dir: str | os.PathLike, *
     if not train:
         raise DataPrepError(f"{data_dir / 'train'}: no training utterances: --train-vox1 none "
                             "and no --vox2-dir")
-    sets["train"] = (train, {})
+    sets["train"] = prepared(train, [])
 
-    def wav_entry(utt: str) -> str:
-        if vox2 is not None and utt in vox2.utt2path:
-            return ffmpeg_pipe(vox2.utt2path[utt])
-        return str(vox1.utt2path[utt])
-
-    counts = {}
-    for name, (utt2spk, extras) in sets.items():
-        publish_data_dir(data_dir / name, {u: wav_entry(u) for u in utt2spk}, utt2spk,
-                         extra_files=extras)
-        counts[name] = len(utt2spk)
+    publish_sets(data_dir, sets)
+    counts = {name: len(s.utt2spk) for name, s in sets.items()}
     logger.info("VoxCeleb data prep done: %s", ", ".join(f"{data_dir / n} ({c} utterances)"
                                                        for n, c in counts.items()))
     return counts

@@ -1,0 +1,187 @@
+"""Stage 0 of egs/{librispeech,voxceleb,cnceleb}/run.sh on tiny fake corpus trees.
+
+The trees are those of the data prep tests (test_prep_*.py).  Each recipe runs as a
+user runs it (bash, its own options, LC_ALL=C) with --stage 0 --stop-stage 0: it
+writes the data dirs and trial lists its shared stages expect, a second run with the
+same options skips the prep, other options redo it, and a wrong option or a missing
+corpus option fails before anything is written.  The recipes' paper-size configs
+parse, and the scripts are shellcheck clean.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import test_prep_cnceleb as cnc
+import test_prep_librispeech as ls
+import test_prep_voxceleb as vox
+
+from deepspeaker.data import DataDir, validate_data_dir
+from deepspeaker.data.kaldi_dir import sorted_ids
+from deepspeaker.nnet.models import build_model
+from deepspeaker.nnet.trainer import train_config_from_dict
+from deepspeaker.utils import load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHELLCHECK = Path("/tmp/sc/bin/shellcheck")
+RECIPES = ("librispeech", "voxceleb", "cnceleb")
+SKIPPED = "stage 0: skipped"
+
+
+def run_recipe(recipe: str, tmp: Path, *args, path_first: Path | None = None
+               ) -> subprocess.CompletedProcess:
+    """``bash egs/<recipe>/run.sh --stage 0 --stop-stage 0`` with data/ and exp/ in tmp."""
+    cmd = ["bash", str(ROOT / "egs" / recipe / "run.sh"), "--stage", "0", "--stop-stage", "0",
+           "--data", str(tmp / "data"), "--exp", str(tmp / "exp"), *map(str, args)]
+    env = dict(os.environ, LC_ALL="C")
+    if path_first is not None:
+        env["PATH"] = f"{path_first}:{env['PATH']}"
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def sets_of(data: Path) -> list[str]:
+    return sorted(p.name for p in data.iterdir() if not p.name.startswith("."))
+
+
+def valid(d: Path) -> DataDir:
+    problems = validate_data_dir(d)
+    assert problems == [], [str(p) for p in problems]
+    return DataDir.load(d)
+
+
+def check_rerun(recipe: str, tmp: Path, args: list) -> None:
+    """Same options again: stage 0 is skipped and data/ is left as it was."""
+    before = ls.snapshot(tmp / "data")
+    r = ok(run_recipe(recipe, tmp, *args))
+    assert SKIPPED in r.stderr, r.stderr
+    assert "prepare_data.py" not in r.stderr  # the prep did not run
+    assert ls.snapshot(tmp / "data") == before
+
+
+def test_librispeech(tmp_path):
+    corpus = ls.make_librispeech(tmp_path / "corpus")
+    args = ["--corpus-dir", corpus.parent, *ls.LS_ARGS]
+    r = ok(run_recipe("librispeech", tmp_path, *args))
+    assert SKIPPED not in r.stderr
+    data = tmp_path / "data"
+    assert sets_of(data) == ["dev", "eval", "train"]
+    for name, subset in ls.LS_SETS.items():
+        d = valid(data / name)
+        assert d.utts == sorted_ids(ls.ls_expected(corpus, subset))
+        assert (data / name / "spk2gender").is_file()
+    check_rerun("librispeech", tmp_path, args)
+    # Other options, another signature: the prep runs again (no dev set: the old one goes).
+    r = ok(run_recipe("librispeech", tmp_path, *args, "--dev-subsets", ""))
+    assert SKIPPED not in r.stderr
+    assert sets_of(data) == ["eval", "train"]
+    check_rerun("librispeech", tmp_path, [*args, "--dev-subsets", ""])
+
+
+def test_voxceleb(tmp_path):
+    vox1 = vox.make_vox1(tmp_path)
+    args = ["--vox1-dir", vox1]
+    ok(run_recipe("voxceleb", tmp_path, *args))
+    data = tmp_path / "data"
+    assert sets_of(data) == ["train", "vox1_all", "vox1_test"]
+    assert valid(data / "vox1_test").utts == vox.utt_ids(vox.VOX1_TEST)
+    assert valid(data / "train").utts == vox.utt_ids(vox.VOX1_DEV)
+    assert (data / "vox1_test" / "trials_vox1_o").read_text().splitlines() == \
+        vox.VERI_TEST2_KALDI
+    assert (data / "vox1_all" / "trials_vox1_e").read_text().splitlines() == vox.LIST_ALL2_KALDI
+    assert (data / "vox1_all" / "trials_vox1_h").read_text().splitlines() == \
+        vox.LIST_HARD2_KALDI
+    check_rerun("voxceleb", tmp_path, args)
+
+
+def test_voxceleb_with_vox2_and_trial_lists_dir(tmp_path):
+    """--vox2-dir (a path with a space, m4a through ffmpeg) and --trial-lists."""
+    vox1 = vox.make_vox1(tmp_path, lists={})
+    vox2 = vox.make_vox2(tmp_path)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "veri_test2.txt").write_text(vox.VERI_TEST2)
+    args = ["--vox1-dir", vox1, "--vox2-dir", vox2, "--trial-lists", lists, "--train-vox1",
+            "none"]
+    ok(run_recipe("voxceleb", tmp_path, *args, path_first=vox.fake_ffmpeg(tmp_path)))
+    data = tmp_path / "data"
+    assert sets_of(data) == ["train", "vox1_test"]
+    assert valid(data / "train").utts == vox.utt_ids(vox.VOX2_DEV)
+    assert (data / "vox1_test" / "trials_vox1_o").read_text().splitlines() == \
+        vox.VERI_TEST2_KALDI
+
+
+def test_cnceleb(tmp_path):
+    cnc1 = cnc.make_cnc1(tmp_path)
+    args = ["--cnceleb1-dir", cnc1]
+    ok(run_recipe("cnceleb", tmp_path, *args))
+    data = tmp_path / "data"
+    assert sets_of(data) == ["eval", "train"]
+    assert valid(data / "train").utts == cnc.train_ids(cnc.TRAIN)
+    assert valid(data / "eval").utts == cnc.EVAL_IDS
+    # The official list under its own name; "trials" is left to stage 2 (paper's 1 + 99).
+    assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == cnc.TRIALS_KALDI
+    assert not (data / "eval" / "trials").exists()
+    check_rerun("cnceleb", tmp_path, args)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_unknown_option_fails(tmp_path, recipe):
+    r = run_recipe(recipe, tmp_path, "--no-such-option", "1")
+    assert r.returncode != 0
+    assert "--no-such-option" in r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("recipe,option", [("librispeech", "--corpus-dir"),
+                                           ("voxceleb", "--vox1-dir"),
+                                           ("cnceleb", "--cnceleb1-dir")])
+def test_missing_corpus_option_fails(tmp_path, recipe, option):
+    r = run_recipe(recipe, tmp_path)
+    assert r.returncode == 1
+    assert f"stage 0 needs {option}" in r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_failed_prep_writes_no_marker(tmp_path):
+    """A prep that fails leaves no data dir and no .prep.done: the next run tries again."""
+    r = run_recipe("cnceleb", tmp_path, "--cnceleb1-dir", tmp_path / "nowhere")
+    assert r.returncode == 1
+    assert str(tmp_path / "nowhere") in r.stderr
+    assert not (tmp_path / "data" / ".prep.done").exists()
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_confs(recipe):
+    """Every config the shared stages read is there, parses, and has the paper's values."""
+    conf = ROOT / "egs" / recipe / "conf"
+    assert (conf / "fbank_vad.yaml").is_file() and (conf / "ivector.yaml").is_file()
+    for model in ("rescnn", "gru"):
+        for strategy in ("softmax", "triplet", "triplet_only"):
+            path = conf / f"{model}_{strategy}.yaml"
+            cfg = train_config_from_dict(load_yaml(path), where=str(path))
+            assert cfg.model.name == model and cfg.model.options["width"] == 1.0
+            assert cfg.stage == ("softmax" if strategy == "softmax" else "triplet")
+            assert (cfg.optimizer.lr_start, cfg.optimizer.lr_end, cfg.optimizer.momentum) == \
+                (0.05, 0.005, 0.99)  # paper §4.3
+            assert (cfg.epochs, cfg.batch_size) == ((10, 64) if cfg.stage == "softmax"
+                                                    else (15, 128))
+        build_model(model, **cfg.model.options)
+        only, triplet = (load_yaml(conf / f"{model}_{s}.yaml") for s in ("triplet_only", "triplet"))
+        assert only == triplet  # the paper has one set of triplet values for both T5 rows
+    assert not list(conf.glob("*_paper*.yaml"))
+
+
+@pytest.mark.skipif(not SHELLCHECK.exists(), reason=f"{SHELLCHECK} not installed")
+def test_shellcheck():
+    scripts = [str(ROOT / "egs" / r / "run.sh") for r in RECIPES]
+    r = subprocess.run([str(SHELLCHECK), "-x", *scripts], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
