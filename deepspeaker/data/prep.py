@@ -2,9 +2,10 @@
 
 A data prep either writes all its data dirs, whole and valid, or nothing: every set
 is built in a hidden staging dir beside them, validated there, and only then moved
-into place, all sets together (``publish_sets``).  A crash or Ctrl-C leaves the old dirs, or no dirs, never a half-written one
-nor a new train dir beside an old eval dir of another split; a rerun starts again
-from the corpus on disk, which is cheap next to everything after it.
+into place, all sets together (``publish_sets``).  A crash or Ctrl-C leaves the old
+dirs, or no dirs, never a half-written one nor a new train dir beside an old eval dir
+of another split; a rerun starts again from the corpus on disk, which is cheap next
+to everything after it.
 
 The official trial lists of the corpora (VoxCeleb's ``1 a.wav b.wav``, CN-Celeb's
 ``model test/b.flac 1``) become Kaldi trials with ``read_list``, ``trial_kind`` and

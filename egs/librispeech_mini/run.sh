@@ -62,5 +62,13 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 
 . ../../utils/stages.sh
+# Results, seed 0, eval `trials` (224 anchors x (1 + 99)), EER / ACC; all in exp/RESULTS.md:
+#   stage 2  MFCC-stats cosine                         8.20% / 73.66%
+#   stage 5  i-vector PLDA (UBM 64, rank 100, LDA 64)   6.30% / 67.41%
+#   stage 9  ResCNN softmax / triplet / both          21.43 / 20.54 / 20.54%
+#            GRU    softmax / triplet / both          13.51 / 13.87 / 12.50%
+#   stage 10 score fusion                             11.46% / 45.09%
+#   stage 12 egs/mini model as is / fine-tuned here: ResCNN 20.30 / 16.75%,
+#            GRU 17.69 / 12.05% (trained here only: 20.54, 12.50%)
 
 log "$0: done (stages $stage..$stop_stage)"
