@@ -127,5 +127,6 @@ def test_size_study_and_transfer_tables(tree):
     assert "GRU, fine-tuned here from that model" in t10
     assert "| ResCNN: more training speakers, lower EER (T7) | **held** |" in text
     assert "| GRU: a model of another corpus fine-tuned here beats" in text
-    # the study systems get histograms but stay off the DET plot's legend of main systems
+    # the study systems get histograms and a DET plot of their own
     assert (exp / "report/hist_gru_transfer.png").exists()
+    assert (exp / "report/det_studies.png").exists() and "report/det_studies.png" in text

@@ -395,12 +395,17 @@ def plot_det(results: Sequence[Result], path: Path, title: str) -> None:
     from scipy.stats import norm
 
     lo, hi = DET_TICKS[0], DET_TICKS[-1]
-    fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=110)
-    for r in results:
+    fig, ax = plt.subplots(figsize=(6.0, 6.0), dpi=110)
+    # tab20 pairs dark/light shades: the dark ones first, so 10 curves never share a colour.
+    palette = plt.get_cmap("tab20").colors
+    colours = [palette[i] for i in range(0, 20, 2)] + [palette[i] for i in range(1, 20, 2)]
+    for i, r in enumerate(results):
         _, p_miss, p_fa = error_rates(r.scores, r.labels)
         x = norm.ppf(np.clip(p_fa, lo / 2, 1 - lo / 2))
         y = norm.ppf(np.clip(p_miss, lo / 2, 1 - lo / 2))
-        ax.plot(x, y, lw=1.4, label=f"{r.system.label} (EER {_pct(r.metrics.eer)}%)")
+        ax.plot(x, y, lw=1.4, color=colours[i % len(colours)],
+                ls="-" if i < len(colours) else "--",
+                label=f"{r.system.label} (EER {_pct(r.metrics.eer)}%)")
     ticks = norm.ppf(DET_TICKS)
     labels = [f"{100 * t:g}" for t in DET_TICKS]
     ax.set_xticks(ticks, labels)
@@ -412,8 +417,8 @@ def plot_det(results: Sequence[Result], path: Path, title: str) -> None:
     ax.set_ylabel("miss rate [%]")
     ax.set_title(title, fontsize=10)
     ax.grid(True, color="0.85", lw=0.6)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     _save_png(fig, path)
     plt.close(fig)
 
@@ -443,7 +448,7 @@ def plot_histogram(r: Result, path: Path) -> None:
 def _save_png(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, format="png")
+    fig.savefig(tmp, format="png", bbox_inches="tight")  # room for an outside legend
     tmp.replace(path)
 
 
@@ -485,9 +490,16 @@ def write_report(rep: Report, title: str) -> Path:
     exp = rep.exp
     fig_dir = exp / "report"
     main = [r for (k, t), r in rep.results.items() if t == MAIN_TRIALS]
-    det_systems = [r for r in main if r.system.kind in ("baseline", "deepspeaker", "fusion")]
+    # Every system of T5/T6 on one plot; those of stages 11-12 (T7, T9/T10) with the
+    # baseline on a second, so that neither has 15 curves.
+    det_systems = [r for r in main if r.system.kind not in ("size", "transfer")]
+    study = [r for r in main if r.system.kind in ("size", "transfer")]
+    det_title = f"DET, {rep.data / rep.eval_set}/{MAIN_TRIALS}"
     if det_systems:
-        plot_det(det_systems, fig_dir / "det.png", f"DET, {rep.data / rep.eval_set}/{MAIN_TRIALS}")
+        plot_det(det_systems, fig_dir / "det.png", det_title)
+    if study:
+        base = [r for r in main if r.system.kind == "baseline"]
+        plot_det(base + study, fig_dir / "det_studies.png", det_title + " (stages 11-12)")
     for r in main:
         plot_histogram(r, fig_dir / f"hist_{r.system.key}.png")
 
@@ -537,6 +549,8 @@ def write_report(rep: Report, title: str) -> Path:
         lines.append(f"| {c.text} | {verdict} | {c.evidence} |")
     if det_systems:
         lines += ["", "## DET curves and score histograms", "", "![DET curves](report/det.png)", ""]
+        if study:
+            lines += ["![DET curves of stages 11-12](report/det_studies.png)", ""]
         lines.append(" ".join(f"[{r.system.label}](report/hist_{r.system.key}.png)" for r in main))
     skipped = [(r.path, r.skipped) for r in rep.results.values() if r.skipped]
     if skipped:
