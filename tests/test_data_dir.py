@@ -427,3 +427,28 @@ def test_shell_wrappers_exit_codes(tmp_path):
     assert DataDir.load(tmp_path / "fixed").utts == ["spkA-u1", "spkB-u1", "spkB-u2"]
     r = run_script("utils/fix_data_dir.sh", str(bad), str(bad))
     assert r.returncode == 1 and "destination must differ" in r.stderr
+
+
+def test_subset_speakers_nested_seeded_and_filtered(tmp_path):
+    from deepspeaker.data.kaldi_dir import subset_speakers
+
+    spks = [f"s{i:02d}" for i in range(8)]
+    utts = [f"{s}-u{j}" for s in spks for j in range(3)]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "wav.scp").write_text("".join(f"{u} /x/{u}.wav\n" for u in utts))
+    (src / "utt2spk").write_text("".join(f"{u} {u[:3]}\n" for u in utts))
+    (src / "feats.scp").write_text("".join(f"{u} /x/feats.ark:{i}\n" for i, u in enumerate(utts)))
+    (src / "utt2num_frames").write_text("".join(f"{u} 100\n" for u in utts))
+    quarter = subset_speakers(src, tmp_path / "q", 0.25, seed=3)
+    half = subset_speakers(src, tmp_path / "h", 0.5, seed=3)
+    assert len(quarter.speakers) == 2 and len(half.speakers) == 4
+    assert set(quarter.speakers) < set(half.speakers)            # nested
+    assert subset_speakers(src, tmp_path / "h2", 0.5, seed=3).speakers == half.speakers
+    assert subset_speakers(src, tmp_path / "h3", 0.5, seed=4).speakers != half.speakers
+    back = DataDir.load(tmp_path / "h")
+    assert sorted(back.feats_scp) == sorted(back.utt2spk) == sorted(
+        u for u in utts if u[:3] in half.speakers)
+    assert validate_data_dir(tmp_path / "h") == []
+    with pytest.raises(DataDirError, match="fraction must be in"):
+        subset_speakers(src, tmp_path / "z", 0.0)

@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from deepspeaker.data import DataDir, validate_data_dir
+from prep_checks import assert_failed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "egs" / "cnceleb" / "local" / "prepare_data.py"
@@ -81,13 +82,6 @@ def check_valid(d: Path) -> DataDir:
         assert os.path.isabs(path) and os.path.isfile(path)
     return data
 
-
-def assert_failed(r: subprocess.CompletedProcess, data: Path, *needles: str) -> None:
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
-    for needle in needles:
-        assert needle in r.stderr, f"{needle!r} not in:\n{r.stderr}"
-    assert not data.exists(), sorted(p.name for p in data.iterdir())
 
 
 def train_ids(tree: dict) -> list[str]:

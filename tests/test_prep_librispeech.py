@@ -25,6 +25,7 @@ import pytest
 import soundfile as sf
 
 from deepspeaker.data import validate_data_dir
+from prep_checks import assert_failed
 from deepspeaker.data.kaldi_dir import sorted_ids
 from deepspeaker.data import prep
 from deepspeaker.data.prep import DataPrepError
@@ -57,16 +58,6 @@ def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert r.returncode == 0, r.stderr
     return r
 
-
-def assert_failed(r: subprocess.CompletedProcess, data: Path, *needles: str) -> None:
-    """Exit code 1, one message naming what is wrong, no data dir and no temp dir."""
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
-    for needle in needles:
-        assert needle in r.stderr, f"{needle!r} not in:\n{r.stderr}"
-    assert not data.exists(), sorted(p.name for p in data.iterdir())
-    if data.parent.exists():
-        assert not [p.name for p in data.parent.iterdir() if p.name.startswith(".")]
 
 
 def table(path: Path) -> dict[str, str]:

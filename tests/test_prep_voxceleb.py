@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 
 from deepspeaker.data import DataDir, validate_data_dir
+from prep_checks import assert_failed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "egs" / "voxceleb" / "local" / "prepare_data.py"
@@ -132,13 +133,6 @@ def check_valid(d: Path) -> DataDir:
         assert utt.startswith(spk + "-")
     return data
 
-
-def assert_failed(r: subprocess.CompletedProcess, data: Path, *needles: str) -> None:
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
-    for needle in needles:
-        assert needle in r.stderr, f"{needle!r} not in:\n{r.stderr}"
-    assert not data.exists(), sorted(p.name for p in data.iterdir())
 
 
 def test_vox1_flat_layout_with_all_lists(tmp_path):

@@ -550,6 +550,31 @@ def _check_same_utts(name: str, entries: dict[str, _Entry], utt2spk: dict[str, _
 
 # --------------------------------------------------------------------------- fixing
 
+def _restrict(data: DataDir, keep: set[str], dst: Path, *, filter_failed: bool) -> DataDir:
+    """``data`` with only the utterances ``keep``, as a new DataDir at ``dst`` (not written).
+
+    Every per-utterance map is filtered, recordings no kept segment uses are dropped
+    and spk2utt is rebuilt from the filtered utt2spk.
+    """
+    def only(m):
+        return None if m is None else {k: v for k, v in m.items() if k in keep}
+
+    segments = only(data.segments)
+    if segments is not None:
+        recs = {seg[0] for seg in segments.values()}
+        wav_scp = {r: v for r, v in data.wav_scp.items() if r in recs}
+    else:
+        wav_scp = only(data.wav_scp)
+    utt2spk = only(data.utt2spk)
+    failed = only(data.failed_utts) if filter_failed else (
+        None if data.failed_utts is None else dict(data.failed_utts))
+    return DataDir(path=dst, wav_scp=wav_scp, utt2spk=utt2spk,
+                   spk2utt=spk2utt_from_utt2spk(utt2spk), segments=segments,
+                   utt2dur=only(data.utt2dur), feats_scp=only(data.feats_scp),
+                   vad_scp=only(data.vad_scp), utt2num_frames=only(data.utt2num_frames),
+                   failed_utts=failed)
+
+
 def fix_data_dir(src: str | os.PathLike, dst: str | os.PathLike) -> DataDir:
     """Write to ``dst`` the part of ``src`` that every per-utterance file agrees on.
 
@@ -597,24 +622,11 @@ def fix_data_dir(src: str | os.PathLike, dst: str | os.PathLike) -> DataDir:
     if not keep:
         raise DataDirError(f"{src}: no utterance is present in every file; nothing to write")
 
-    def only(m):
-        return None if m is None else {k: v for k, v in m.items() if k in keep}
-
-    segments = only(data.segments)
-    if segments is not None:
-        recs = {s[0] for s in segments.values()}
-        wav_scp = {r: v for r, v in data.wav_scp.items() if r in recs}
-        if len(wav_scp) < len(data.wav_scp):
-            logger.warning("%s: dropped %d recording(s) no kept segment uses", src,
-                           len(data.wav_scp) - len(wav_scp))
-    else:
-        wav_scp = only(data.wav_scp)
-    utt2spk = only(data.utt2spk)
-    fixed = DataDir(path=dst, wav_scp=wav_scp, utt2spk=utt2spk,
-                    spk2utt=spk2utt_from_utt2spk(utt2spk), segments=segments,
-                    utt2dur=only(data.utt2dur), feats_scp=only(data.feats_scp),
-                    vad_scp=only(data.vad_scp), utt2num_frames=only(data.utt2num_frames),
-                    failed_utts=None if data.failed_utts is None else dict(data.failed_utts))
+    # failed_utts is copied whole: it is the record of what an earlier stage dropped.
+    fixed = _restrict(data, keep, dst, filter_failed=False)
+    if len(fixed.wav_scp) < len(data.wav_scp) and data.segments is not None:
+        logger.warning("%s: dropped %d recording(s) no kept segment uses", src,
+                       len(data.wav_scp) - len(fixed.wav_scp))
     unknown = sorted(p.name for p in src.iterdir()
                      if p.is_file() and p.name not in KNOWN_FILES and not p.name.startswith("."))
     if unknown:
@@ -649,21 +661,7 @@ def subset_speakers(src: str | os.PathLike, dst: str | os.PathLike, fraction: fl
     keep_spk = {speakers[i] for i in order[:n]}
     keep = {u for u, s in data.utt2spk.items() if s in keep_spk}
 
-    def only(m):
-        return None if m is None else {k: v for k, v in m.items() if k in keep}
-
-    segments = only(data.segments)
-    if segments is not None:
-        recs = {s[0] for s in segments.values()}
-        wav_scp = {r: v for r, v in data.wav_scp.items() if r in recs}
-    else:
-        wav_scp = only(data.wav_scp)
-    utt2spk = only(data.utt2spk)
-    out = DataDir(path=dst, wav_scp=wav_scp, utt2spk=utt2spk,
-                  spk2utt=spk2utt_from_utt2spk(utt2spk), segments=segments,
-                  utt2dur=only(data.utt2dur), feats_scp=only(data.feats_scp),
-                  vad_scp=only(data.vad_scp), utt2num_frames=only(data.utt2num_frames),
-                  failed_utts=only(data.failed_utts))
+    out = _restrict(data, keep, dst, filter_failed=True)
     out.write(dst)
     logger.info("%s: %d of %d speakers (fraction %g, seed %d), %d of %d utterances", dst, n,
                 len(speakers), fraction, seed, len(keep), len(data.utt2spk))
