@@ -1,0 +1,119 @@
+"""What an experiment is, written beside it, and which trial lists an eval set has.
+
+Every experiment dir ``exp/<tag>/`` that produces scores describes itself in
+``exp/<tag>/system.yaml`` (written by the stage that makes it, through
+``python -m deepspeaker.bin.describe_system``):
+
+=============  ==============================================================
+``kind``       ``reference`` (no training), ``ivector``, ``deepspeaker``, ``fusion``
+``model``      Deep Speaker's frame-level network (``rescnn``, ``gru``)
+``strategy``   ``softmax``, ``triplet``, ``softmax_triplet`` (paper T5), or
+               ``source_only`` / ``transfer`` (a model of another corpus, T9/T10)
+``train_set``  the data dir it was trained on
+``fraction``   the share of ``train_set``'s speakers it saw (< 1: the size study, T7)
+``source``     the experiment of another recipe it comes from (transfer)
+``init``       the checkpoint it started from
+``members``    the experiments a fusion combines
+=============  ==============================================================
+
+so that the report reads what each experiment is instead of parsing its tag.  The
+trial lists of an eval dir are found by :func:`trial_lists`, the one answer for the
+shell stages (``python -m deepspeaker.bin.trial_lists``), the summaries and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..utils import ConfigError, dataclass_from_dict, load_yaml, save_yaml
+
+SYSTEM_FILE = "system.yaml"
+KINDS = ("reference", "ivector", "deepspeaker", "fusion")
+STRATEGIES = ("softmax", "triplet", "softmax_triplet", "source_only", "transfer")
+MAIN_TRIALS = "trials"
+_ENROLL = re.compile(r"trials_enroll(\d+)")
+
+
+@dataclass
+class SystemInfo:
+    kind: str
+    model: str | None = None
+    strategy: str | None = None
+    train_set: str | None = None
+    fraction: float = 1.0
+    source: str | None = None
+    init: str | None = None
+    members: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r}: expected one of {', '.join(KINDS)}")
+        if self.kind == "deepspeaker":
+            if not self.model:
+                raise ValueError("a deepspeaker system needs its model")
+            if self.strategy not in STRATEGIES:
+                raise ValueError(f"strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
+                or not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction={self.fraction!r}: expected a number in (0, 1]")
+        if self.kind == "fusion" and len(self.members) < 2:
+            raise ValueError(f"a fusion needs >= 2 members, got {self.members!r}")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, [])}
+
+
+def write_system_info(exp_dir: str | os.PathLike, info: SystemInfo) -> Path:
+    path = Path(exp_dir) / SYSTEM_FILE
+    save_yaml(path, info.to_dict())
+    return path
+
+
+def read_system_info(exp_dir: str | os.PathLike) -> SystemInfo | None:
+    """The experiment's description; None when it has none (not a scored experiment)."""
+    path = Path(exp_dir) / SYSTEM_FILE
+    if not path.is_file():
+        return None
+    values = load_yaml(path)
+    if "kind" not in values:
+        raise ConfigError(f"{path}: no 'kind'")
+    return dataclass_from_dict(SystemInfo, values, where=str(path))
+
+
+def _trial_order(name: str) -> tuple:
+    if name == MAIN_TRIALS:
+        return (0, 0, b"")
+    m = _ENROLL.fullmatch(name)
+    if m:
+        return (1, int(m.group(1)), b"")
+    return (2, 0, name.encode("utf-8", "surrogateescape"))
+
+
+def trial_lists(eval_dir: str | os.PathLike) -> list[str]:
+    """The trial lists of an eval dir, in report order.
+
+    ``trials`` (the paper's 1 + 99 list), then ``trials_enroll<k>`` by k (T8), then any
+    other ``trials_<name>`` a data prep wrote (e.g. VoxCeleb1-O as ``trials_vox1_o``),
+    bytewise.  Hidden files, temp files and ``*.skipped`` are not lists.
+    """
+    d = Path(eval_dir)
+    if not d.is_dir():
+        return []
+    names = [p.name for p in d.iterdir() if p.is_file() and
+             (p.name == MAIN_TRIALS or p.name.startswith("trials_")) and
+             not p.name.endswith((".skipped", ".tmp"))]
+    return sorted(names, key=_trial_order)
+
+
+def enroll_count(name: str) -> int | None:
+    """k of a ``trials_enroll<k>`` list (those need the eval dir's ``enroll2utt``), else None."""
+    m = _ENROLL.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+__all__ = ["KINDS", "MAIN_TRIALS", "STRATEGIES", "SYSTEM_FILE", "SystemInfo", "enroll_count",
+           "read_system_info", "trial_lists", "write_system_info"]
