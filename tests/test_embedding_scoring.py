@@ -9,8 +9,9 @@ from deepspeaker.bin import fuse_scores as fuse_bin
 from deepspeaker.bin import score_embeddings
 from deepspeaker.data.ark import write_ark_scp
 from deepspeaker.scoring.embedding import (cosine_trials, enroll_model, fuse_embeddings,
-                                           fuse_scores, znorm)
+                                           fuse_scores, trials_with_vectors, znorm)
 from deepspeaker.scoring.trials import Trial, read_scores, write_enroll2utt, write_trials
+from deepspeaker.utils import DeepSpeakerError
 
 
 def test_enroll_model_averages_unit_vectors_and_renormalises():
@@ -55,8 +56,19 @@ def test_score_fusion_znormalises_each_system_over_all_its_trials():
 
 
 def test_znorm_rejects_constant_scores():
-    with pytest.raises(Exception, match="all 3 scores are equal"):
+    with pytest.raises(DeepSpeakerError, match="sys: all 3 scores are equal"):
         znorm(np.ones(3), "sys")
+
+
+def test_trials_with_vectors_is_one_rule_for_every_vector_kind():
+    trials = [Trial("m", "t", True), Trial("a", "t", False), Trial("a", "gone", False),
+              Trial("m2", "t", False)]
+    models = {"m": ["a", "b"], "m2": ["a", "lost", "gone"]}
+    for vectors in ({"a": np.ones(2), "b": np.ones(2), "t": np.ones(2)},   # arrays
+                    {"a": 1, "b": 2, "t": 3}):                              # anything keyed by id
+        kept, skipped = trials_with_vectors(trials, vectors, models)
+        assert kept == trials[:2]
+        assert skipped == [(trials[2], ["gone"]), (trials[3], ["lost", "gone"])]
 
 
 def _data_dir(path, utts):

@@ -79,8 +79,11 @@ def test_acc_by_hand_and_ties():
 
 
 def test_acc_needs_one_target_per_anchor():
-    with pytest.raises(ValueError, match="anchor a has 2 target"):
+    with pytest.raises(ScoringError, match="anchor a has 2 target"):
         compute_acc(["a", "a", "a"], [1, 2, 3], [1, 1, 0])
+    # still a ValueError, as it was before it was a ScoringError
+    with pytest.raises(ValueError, match=r"need both target and non-target trials \(got 0 target"):
+        compute_eer([1, 2], [0, 0])
 
 
 def test_compute_metrics_cli_and_missing_trial(tmp_path, capsys):

@@ -1,52 +1,35 @@
-"""make_report on a tiny fake exp/ tree: every table, the relative changes, the claims, the PNGs."""
+"""make_report on a tiny fake exp/ tree: every table, the relative changes, the claims, the PNGs.
 
-import numpy as np
+The tree (tests/report_tree.py) describes each experiment in ``system.yaml``, as the
+recipes do through ``describe_system``; the report reads those, not the dir names.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from report_tree import build_tree
 
-from deepspeaker.bin import make_report
+from deepspeaker.bin import describe_system, make_report, summarize_scores
+from deepspeaker.bin import trial_lists as trial_lists_bin
+from deepspeaker.scoring.experiment import SystemInfo, read_system_info, trial_lists
 from deepspeaker.scoring.report import collect, rel_reduction, write_report
-from deepspeaker.scoring.trials import make_enroll_trials, make_trials, write_scores, write_trials
+from deepspeaker.scoring.trials import write_scores
 
-SPEAKERS, UTTS = 12, 8
-# Separation (target score mean, non-targets at 0, noise 1) per system: bigger is better.
-SEPARATION = {
-    "ivector/scores/plda": 1.0, "mfcc_stats/scores/cosine": 0.3,
-    "rescnn_softmax/scores/cosine": 1.5, "rescnn_triplet/scores/cosine": 2.0,
-    "rescnn_softmax_triplet/scores/cosine": 2.5,
-    "gru_softmax/scores/cosine": 2.2, "gru_triplet/scores/cosine": 1.8,   # GRU breaks the order
-    "gru_softmax_triplet/scores/cosine": 2.4,
-    "fusion/scores/embedding": 2.6, "fusion/scores/score": 3.0,
-}
+GOLDEN = Path(__file__).parent / "data" / "report_fake_RESULTS.md"
 
 
 @pytest.fixture()
 def tree(tmp_path):
-    data = tmp_path / "data"
-    ev = data / "eval"
-    ev.mkdir(parents=True)
-    utt2spk = {f"s{s:02d}-u{u}": f"s{s:02d}" for s in range(SPEAKERS) for u in range(UTTS)}
-    (ev / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in sorted(utt2spk.items())))
-    (ev / "wav.scp").write_text("".join(f"{u} /x/{u}.wav\n" for u in sorted(utt2spk)))
-    lists = {"trials": make_trials(utt2spk, num_negatives=9)}
-    _, by_k = make_enroll_trials(utt2spk, num_negatives=9)
-    lists.update({f"trials_enroll{k}": t for k, t in by_k.items()})
-    for name, trials in lists.items():
-        write_trials(ev / name, trials)
-    exp = tmp_path / "exp"
-    rng = np.random.default_rng(0)
-    for prefix, sep in SEPARATION.items():
-        for name, trials in lists.items():
-            k = int(name[-1]) if name != "trials" else 1
-            # more enrollment utterances: better separation, as T8 expects
-            s = [rng.standard_normal() + (sep * (1 + 0.3 * (k - 1)) if t.target else 0.0)
-                 for t in trials]
-            path = exp / f"{prefix}_{name}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_scores(path, trials, s)
-    (exp / "fusion/systems").write_text("rescnn_softmax_triplet gru_softmax_triplet\n")
-    (exp / "gru_softmax").mkdir(exist_ok=True)
-    (exp / "gru_softmax/config.yaml").write_text("model: {name: gru}\n")
-    return exp, data, lists
+    return build_tree(tmp_path)
+
+
+def _claims(text):
+    return {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in text.split("## The paper's claims")[1].split("\n## ")[0].splitlines()
+            if line.startswith("| ") and "claim" not in line}
 
 
 def test_report_has_every_table_and_claim(tree):
@@ -56,12 +39,12 @@ def test_report_has_every_table_and_claim(tree):
     for heading in ("# fake", "## T5", "## T6", "## T8", "## The paper's claims", "## Corpus",
                     "## Trial lists", "## Configs", "gru_softmax/config.yaml"):
         assert heading in text, heading
+    assert "## Other trial lists" not in text  # only when the eval dir has such lists
     n_tar = sum(t.target for t in lists["trials"])
     assert f"{n_tar} target + {len(lists['trials']) - n_tar} non-target" in text
     assert "not run" not in text
-    claims = {line.split("|")[1].strip(): line.split("|")[2].strip()
-              for line in text.split("## The paper's claims")[1].splitlines()
-              if line.startswith("| ") and "claim" not in line}
+    assert "## T6: fusion of rescnn_softmax_triplet + gru_softmax_triplet" in text  # system.yaml
+    claims = _claims(text)
     beat = next(v for c, v in claims.items() if c.startswith("Deep Speaker beats"))
     assert beat == "**held**"
     assert claims["ResCNN: softmax + triplet beats triplet only, which beats softmax only "
@@ -106,27 +89,165 @@ def test_missing_systems_are_shown_not_guessed(tree):
            "| not checked |" in text
 
 
-def test_size_study_and_transfer_tables(tree):
-    exp, data, lists = tree
-    rng = np.random.default_rng(1)
-    extra = {"rescnn_softmax_triplet_spk25": 1.0, "rescnn_softmax_triplet_spk50": 1.8,
-             "gru_source_only": 0.5, "gru_transfer": 3.0}
-    for tag, sep in extra.items():
-        (exp / tag / "scores").mkdir(parents=True)
-        trials = lists["trials"]
-        write_scores(exp / tag / "scores/cosine_trials", trials,
-                     [rng.standard_normal() + (sep if t.target else 0) for t in trials])
-    (exp / "gru_source_only/source").write_text("../mini/exp/gru_softmax_triplet\n")
+def test_size_study_and_transfer_tables(tmp_path):
+    exp, data, _ = build_tree(tmp_path, studies=True)
     write_report(collect(exp, data), "fake")
     text = (exp / "RESULTS.md").read_text()
     t7 = text.split("## T7")[1].split("##")[0]
     assert [line.split("|")[2].strip() for line in t7.splitlines() if line.startswith("| ResCNN")] \
         == ["25%", "50%", "100%"]
     t10 = text.split("## T9/T10")[1].split("##")[0]
-    assert "GRU, trained on ../mini/exp/gru_softmax_triplet only" in t10
+    assert "GRU, trained on ../mini/exp/gru_softmax_triplet only" in t10  # system.yaml's source
     assert "GRU, fine-tuned here from that model" in t10
     assert "| ResCNN: more training speakers, lower EER (T7) | **held** |" in text
     assert "| GRU: a model of another corpus fine-tuned here beats" in text
     # the study systems get histograms and a DET plot of their own
     assert (exp / "report/hist_gru_transfer.png").exists()
     assert (exp / "report/det_studies.png").exists() and "report/det_studies.png" in text
+
+
+def test_same_report_as_the_tag_parsing_one(tmp_path):
+    """RESULTS.md of the tree with every kind of row is, but for the date line, the file the
+    report wrote when it parsed tags (tests/data, made by the code before system.yaml)."""
+    exp, data, _ = build_tree(tmp_path, studies=True, skipped=3)
+    assert make_report.main(["--title", "fake", str(exp), str(data)]) == 0
+    text = (exp / "RESULTS.md").read_text().replace(str(tmp_path), "ROOT")
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("Made by ")]
+    assert "".join(lines) == GOLDEN.read_text()
+
+
+def test_tags_do_not_matter(tmp_path):
+    """Renamed experiment dirs give the same tables: the report reads system.yaml only."""
+    exp, data, _ = build_tree(tmp_path, studies=True)
+    write_report(collect(exp, data), "fake")
+    before = (exp / "RESULTS.md").read_text().split("## T5")[1].split("## DET")[0]
+    renamed = {d.name: f"x{i}" for i, d in enumerate(sorted(exp.iterdir()))
+               if d.is_dir() and d.name != "report"}
+    for old, new in renamed.items():
+        (exp / old).rename(exp / new)
+    fusion = exp / renamed["fusion"]
+    info = read_system_info(fusion)
+    assert describe_system.main([str(fusion), "--kind", "fusion", "--members",
+                                 " ".join(renamed[m] for m in info.members)]) == 0
+    write_report(collect(exp, data), "fake")
+    after = (exp / "RESULTS.md").read_text().split("## T5")[1].split("## DET")[0]
+    for old, new in renamed.items():  # the T6 heading names the fused tags
+        after = after.replace(f" {new} ", f" {old} ").replace(f" {new}\n", f" {old}\n")
+    assert after == before
+
+
+def test_other_trial_lists_reach_the_report(tmp_path):
+    exp, data, lists = build_tree(tmp_path, vox1_o=True)
+    # Hand-made PLDA scores: targets 0.9, 0.3; non-targets 0.1, 0.2, 0.5, 0.0.  Threshold
+    # 0.3: miss 0, false alarm 1/4; 0.5: miss 1/2, fa 1/4: the curves cross at fa 1/4, EER
+    # 25%.  minDCF(0.01) is at 0.9: (0.01 * 1/2 + 0.99 * 0) / 0.01 = 0.5.
+    vox = lists["trials_vox1_o"]
+    write_scores(exp / "ivector/scores/plda_trials_vox1_o", vox, [0.9, 0.1, 0.2, 0.3, 0.5, 0.0])
+    assert make_report.main(["--title", "fake", str(exp), str(data)]) == 0
+    text = (exp / "RESULTS.md").read_text()
+    section = text.split("## Other trial lists")[1].split("\n## ")[0]
+    assert text.index("## T8") < text.index("## Other trial lists") < text.index("## The paper")
+    assert "### `trials_vox1_o`: 2 target + 4 non-target" in section
+    assert "| i-vector + PLDA (baseline) | 25.00 | 0.5000 | n/a | 2 / 4 | 0 |" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "system" not in line]
+    assert len(rows) == 11  # every system of the tree scored the list
+    assert "| trials_vox1_o | 2 | 4 |" in text.split("## Trial lists")[1]
+    # the paper's tables do not change
+    t5 = text.split("## T5")[1].split("## T6")[0]
+    write_report(collect(*build_tree(tmp_path / "plain")[:2]), "fake")
+    assert t5 == (tmp_path / "plain/exp/RESULTS.md").read_text().split("## T5")[1].split("## T6")[0]
+
+
+def test_dir_without_system_yaml_is_left_out(tree, caplog):
+    exp, data, _ = tree
+    shutil.copytree(exp / "rescnn_softmax", exp / "old_rescnn_softmax")
+    (exp / "old_rescnn_softmax/system.yaml").unlink()
+    (exp / "rescnn_triplet/system.yaml").unlink()
+    with caplog.at_level("INFO"):
+        rep = collect(exp, data)
+    assert [r.message for r in caplog.records if "no system.yaml" in r.message] == \
+        [f"{exp}: left out of the report (no system.yaml): old_rescnn_softmax rescnn_triplet"]
+    assert rep.get("old_rescnn_softmax") is None and rep.get("rescnn_triplet") is None
+    write_report(rep, "fake")
+    assert "| ResCNN, triplet | not run |" in (exp / "RESULTS.md").read_text()
+
+
+def test_two_dirs_of_one_system_are_refused(tree, capfd):
+    exp, data, _ = tree
+    shutil.copytree(exp / "gru_softmax", exp / "gru_softmax_again")
+    capfd.readouterr()
+    assert make_report.main([str(exp), str(data)]) == 1
+    err = capfd.readouterr().err
+    assert f"{exp}/gru_softmax and {exp}/gru_softmax_again both describe 'GRU, softmax'" in err
+    assert "Traceback" not in err
+
+
+def test_summarize_scores_uses_every_list_and_counts_skipped(tmp_path):
+    exp, data, lists = build_tree(tmp_path, vox1_o=True, skipped=3)
+    assert summarize_scores.main([str(exp / "gru_triplet"), str(data / "eval")]) == 0
+    rows = [line.split("|")[1:-1] for line in (exp / "gru_triplet/RESULTS.md").read_text()
+            .splitlines() if line.startswith("| cosine")]
+    assert [r[1].strip() for r in rows] == trial_lists(data / "eval")
+    main = rows[0]
+    n_tar = sum(t.target for t in lists["trials"][3:])
+    assert main[5].strip() == f"{n_tar} / {len(lists['trials']) - 3 - n_tar}"
+    assert main[6].strip() == "3"
+
+
+def test_trial_lists_order_and_cli(tmp_path):
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    for name in ("trials_vox1_o", "trials_enroll10", "trials", "trials_cnceleb", "trials_enroll2",
+                 "trials_vox1_e", "trials.skipped", "trials_x.tmp", ".trials.done", "enroll2utt",
+                 "trialsfoo"):
+        (ev / name).write_text("a b target\n")
+    (ev / "trials_dir").mkdir()
+    expect = ["trials", "trials_enroll2", "trials_enroll10", "trials_cnceleb", "trials_vox1_e",
+              "trials_vox1_o"]
+    assert trial_lists(ev) == expect
+    r = subprocess.run([sys.executable, "-m", "deepspeaker.bin.trial_lists", str(ev)],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout == "".join(f"{n}\n" for n in expect)
+    assert trial_lists_bin.main([str(tmp_path / "none")]) == 0  # no eval dir: no lists
+
+
+def test_describe_system_cli(tmp_path, capfd):
+    d = tmp_path / "exp/gru_softmax_triplet_spk25"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text("model: {name: gru}\n")
+    assert describe_system.main([str(d), "--kind", "deepspeaker", "--strategy", "softmax_triplet",
+                                 "--train-set", "data/train_spk25", "--fraction", "0.25",
+                                 "--init", "exp/gru_softmax_spk25/best.pt"]) == 0
+    assert read_system_info(d) == SystemInfo("deepspeaker", "gru", "softmax_triplet",
+                                             "data/train_spk25", 0.25,
+                                             init="exp/gru_softmax_spk25/best.pt")
+    capfd.readouterr()
+    assert describe_system.main([str(tmp_path / "exp/fusion"), "--kind", "fusion",
+                                 "--members", "a"]) == 1
+    err = capfd.readouterr().err
+    assert "exp/fusion/system.yaml: a fusion needs >= 2 members, got ['a']" in err
+    assert describe_system.main([str(d), "--kind", "deepspeaker", "--strategy", "softmax",
+                                 "--fraction", "1.5"]) == 1
+    assert "fraction=1.5: expected a number in (0, 1]" in capfd.readouterr().err
+
+
+def test_unknown_model_is_named(tree, capfd):
+    exp, data, _ = tree
+    (exp / "gru_softmax/system.yaml").write_text("kind: deepspeaker\nmodel: lstm\nstrategy: softmax\n")
+    capfd.readouterr()
+    assert make_report.main([str(exp), str(data)]) == 1
+    assert f"{exp}/gru_softmax/system.yaml: model 'lstm' is not in the model registry (rescnn, gru)" \
+        in capfd.readouterr().err
+
+
+def test_a_list_without_targets_is_named(tree, capfd):
+    exp, data, lists = tree
+    # Every score file still scores these trials; the first system's is the one named.
+    (data / "eval/trials").write_text("".join(f"{t.enroll} {t.test} nontarget\n"
+                                              for t in lists["trials"] if not t.target))
+    capfd.readouterr()
+    assert make_report.main([str(exp), str(data)]) == 1
+    err = capfd.readouterr().err
+    assert (f"{exp}/mfcc_stats/scores/cosine_trials over {data}/eval/trials: need both target "
+            "and non-target trials (got 0 target, 864 non-target)") in err
+    assert "Traceback" not in err

@@ -1,13 +1,13 @@
-"""Stage 10b: ``EXP/RESULTS.md`` with the paper's tables (T5, T6, T8), claims, DET plots.
+"""Stage 10b: ``EXP/RESULTS.md`` with the paper's tables (T5-T10), claims, DET plots.
 
     python -m deepspeaker.bin.make_report [--title T] [--eval-set eval] \\
         [--strategy softmax_triplet] EXP DATA
 
-Reads the score files of the recipe layout under EXP (see
-:mod:`deepspeaker.scoring.report`) against the trial lists of ``DATA/<eval-set>``,
-recomputes every metric, and writes ``EXP/RESULTS.md`` plus ``EXP/report/det.png``
-and one score histogram per system.  ``--strategy`` picks the Deep Speaker systems
-of T8 (and of T6 when ``EXP/fusion/systems`` does not name them).
+Reads every experiment under EXP that describes itself in ``system.yaml`` (see
+:mod:`deepspeaker.scoring.report`) and its score files against every trial list of
+``DATA/<eval-set>``, recomputes every metric, and writes ``EXP/RESULTS.md`` plus
+``EXP/report/det.png`` and one score histogram per system.  ``--strategy`` picks the
+Deep Speaker systems of T8, T7 and T9/T10 (and of T6 when the fusion names no members).
 """
 
 from __future__ import annotations

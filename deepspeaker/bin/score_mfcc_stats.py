@@ -9,6 +9,11 @@ vectors.  It is the bar the embedded corpus is calibrated against (it must not b
 trivially separable) and the bar the i-vector system has to clear.  Trials may name
 k-utterance models through ``--enroll2utt``; their vector is the mean of the
 members' vectors.
+
+A trial naming an id that is not an utterance of the data dir is an error naming
+file and line.  A trial whose utterances have no vector (no features, fewer than 2
+voiced frames) is left out and listed with the reason in ``SCORES.skipped``, as
+every scorer does (:func:`deepspeaker.scoring.embedding.trials_with_vectors`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import numpy as np
 from ..data import DataDir
 from ..features import select_voiced
 from ..features import mfcc_from_fbank
-from ..scoring.trials import read_enroll2utt, read_trials, write_scores
+from ..scoring.embedding import trials_with_vectors
+from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
+                              write_skipped)
 from ..utils import DeepSpeakerError
 from ._cli import run_main
 
@@ -66,20 +73,18 @@ def utterance_stats(data: Path, num_ceps: int = 20) -> dict[str, np.ndarray]:
 
 def score(data: Path, trials_path: Path, scores_path: Path, num_ceps: int = 20,
           enroll2utt_path: Path | None = None) -> None:
-    vecs = utterance_stats(data, num_ceps)
-    if enroll2utt_path is not None:
-        for model, utts in read_enroll2utt(enroll2utt_path).items():
-            have = [vecs[u] for u in utts if u in vecs]
-            if have:
-                vecs[model] = np.mean(have, axis=0)
     trials = read_trials(trials_path)
-    unknown = sorted({x for t in trials for x in (t.enroll, t.test)} - set(vecs))
-    if unknown:
-        raise DeepSpeakerError(f"{trials_path}: {len(unknown)} trial ids have no vector "
-                               f"(no features or no voiced frames), e.g. {unknown[0]}")
+    models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
+    check_trial_ids(trials, trials_path, set(DataDir.load(data).utt2spk), data, models,
+                    enroll2utt_path)
+    vecs = utterance_stats(data, num_ceps)
+    kept, skipped = trials_with_vectors(trials, vecs, models)
+    for model in sorted({t.enroll for t in kept} & set(models)):
+        vecs[model] = np.mean([vecs[u] for u in models[model]], axis=0)
     unit = {k: v / np.linalg.norm(v) for k, v in vecs.items()}
-    scores = [float(unit[t.enroll] @ unit[t.test]) for t in trials]
-    write_scores(scores_path, trials, scores)
+    scores = [float(unit[t.enroll] @ unit[t.test]) for t in kept]
+    write_scores(scores_path, kept, scores)
+    write_skipped(scores_path, skipped, "MFCC stats")
     logger.info("%s: %d scores", scores_path, len(scores))
 
 
@@ -87,6 +92,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     return run_main(lambda: score(args.data, args.trials, args.scores, args.num_ceps,
                                   args.enroll2utt), argv, user_errors=(DeepSpeakerError, ValueError))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,8 @@ is scored the way ``ivector-plda-scoring --num-utts`` does (the k vectors are
 averaged and the model's uncertainty shrinks with k), not as one plain average; with
 cosine the k vectors are averaged and renormalised.  A trial naming an utterance the
 data dir does not have is an error; one naming an utterance that has no i-vector (no
-voiced frames) is left out and listed in ``SCORES.skipped`` with the reason.
+voiced frames) is left out and listed in ``SCORES.skipped`` with the reason (the one
+rule of every scorer: :func:`deepspeaker.scoring.embedding.trials_with_vectors`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..ivector.lda import LdaTransform, length_normalize
 from ..data.ark import read_vectors
 from ..ivector.pipeline import load_exp_config
 from ..ivector.plda import TwoCovPLDA, cosine_scores
+from ..scoring.embedding import trials_with_vectors
 from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
                               write_skipped)
 from ._cli import run_main
@@ -59,22 +61,18 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
     y = length_normalize(lda.apply(np.stack([vecs[k] for k in keys])))
     proj = dict(zip(keys, y))
 
-    def members(x: str) -> list[str]:
-        return models.get(x, [x])
-
-    kept, skipped = [], []
-    for t in trials:
-        missing = [u for u in members(t.enroll) + [t.test] if u not in proj]
-        (skipped if missing else kept).append((t, missing))
-    enroll = {e: np.stack([proj[u] for u in members(e)]) for e in {t.enroll for t, _ in kept}}
-    test = {t.test: proj[t.test] for t, _ in kept}
+    kept, skipped = trials_with_vectors(trials, proj, models)
+    enroll = {e: np.stack([proj[u] for u in models.get(e, [e])]) for e in {t.enroll for t in kept}}
+    test = {t.test: proj[t.test] for t in kept}
     if method == "plda":
         plda = TwoCovPLDA.load(exp / "models" / "plda.npz")
-        scores = plda.score(enroll, test, [t for t, _ in kept])
+        scores = plda.score(enroll, test, kept)
+    elif kept:
+        e = np.stack([enroll[t.enroll].mean(0) for t in kept])
+        scores = cosine_scores(e, np.stack([test[t.test] for t in kept]))
     else:
-        e = np.stack([enroll[t.enroll].mean(0) for t, _ in kept])
-        scores = cosine_scores(e, np.stack([test[t.test] for t, _ in kept]))
-    write_scores(scores_path, [t for t, _ in kept], scores)
+        scores = np.zeros(0)
+    write_scores(scores_path, kept, scores)
     write_skipped(scores_path, skipped, "i-vector")
     logger.info("%s: %d %s scores", scores_path, len(kept), method)
 

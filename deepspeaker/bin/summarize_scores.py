@@ -3,9 +3,11 @@
     python -m deepspeaker.bin.summarize_scores [--title T] EXP TRIALS_DIR
 
 Score files are ``EXP/scores/<system>_<trials-name>`` (e.g. ``plda_trials_enroll3``);
-each is evaluated against ``TRIALS_DIR/<trials-name>``.  Trials a scoring stage left
-out on purpose (listed in ``<score file>.skipped``) are excluded and counted; any
-other trial without a score is an error.
+each is evaluated against ``TRIALS_DIR/<trials-name>``, for every list
+:func:`deepspeaker.scoring.experiment.trial_lists` finds there, with the report's
+evaluation (:func:`deepspeaker.scoring.report.evaluate`).  Trials a scoring stage
+left out on purpose (listed in ``<score file>.skipped``) are excluded and counted;
+any other trial without a score is an error.
 """
 
 from __future__ import annotations
@@ -13,15 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..scoring.metrics import compute_metrics
-from ..scoring.trials import read_scores, read_skipped, read_trials, scores_for_trials
+from ..scoring.experiment import trial_lists
+from ..scoring.report import evaluate
+from ..scoring.trials import read_trials
 from ..utils import DeepSpeakerError, atomic_write
 from ._cli import run_main
 
@@ -45,29 +45,19 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _trial_order(name: str) -> tuple:
-    m = re.fullmatch(r"trials_enroll(\d+)", name)
-    return (1, int(m.group(1))) if m else (0, 0)
-
-
 def summarize(exp: Path, trials_dir: Path, title: str | None = None) -> Path:
     rows = []
-    trial_names = sorted((p.name for p in trials_dir.glob("trials*") if p.is_file()),
-                         key=_trial_order)
-    if not trial_names:
+    names = trial_lists(trials_dir)
+    if not names:
         raise DeepSpeakerError(f"{trials_dir}: no trials files")
     score_files = sorted((exp / "scores").glob("*")) if (exp / "scores").is_dir() else []
-    for name in trial_names:
+    for name in names:
         trials = read_trials(trials_dir / name)
         for sf in score_files:
             if not sf.name.endswith("_" + name) or sf.suffix == ".skipped":
                 continue
-            system = sf.name[: -len(name) - 1]
-            skip = read_skipped(sf)
-            kept = [t for t in trials if (t.enroll, t.test) not in skip]
-            scores = scores_for_trials(kept, read_scores(sf), trials_dir / name, sf)
-            m = compute_metrics(scores, np.array([t.target for t in kept]), [t.test for t in kept])
-            rows.append((system, name, m, len(skip)))
+            m, _, _, n_skip = evaluate(sf, trials_dir / name, trials)
+            rows.append((sf.name[: -len(name) - 1], name, m, n_skip))
     if not rows:
         raise DeepSpeakerError(f"{exp}/scores: no score file matches a trials file of {trials_dir}")
     lines = [f"# {title or exp.name}", "",

@@ -248,6 +248,7 @@ class EmbeddingNet(nn.Module):
     """What both networks share: input checks, masked average, affine, length norm, config."""
 
     name = ""
+    label = ""  # how results tables name the network (paper T5: "ResCNN", "GRU")
 
     def __init__(self, options: ModelOptions):
         super().__init__()
@@ -324,6 +325,7 @@ class ResCNN(EmbeddingNet):
     """
 
     name = "rescnn"
+    label = "ResCNN"
 
     def __init__(self, num_mel_bins: int = 64, embedding_dim: int = 512, width: float = 1.0,
                  clip: float = 20.0):
@@ -393,6 +395,7 @@ class GRUNet(EmbeddingNet):
     """Paper T2: conv64-s (5x5 stride 2, BN, clipped ReLU), 3 forward-only GRUs of 1024 units."""
 
     name = "gru"
+    label = "GRU"
 
     def __init__(self, num_mel_bins: int = 64, embedding_dim: int = 512, width: float = 1.0,
                  clip: float = 20.0):
@@ -432,7 +435,8 @@ class GRUNet(EmbeddingNet):
         return h, lengths
 
 
-# The one table of architectures; build_model looks names up here and nowhere else.
+# The one table of architectures; build_model looks names up here and nowhere else, and
+# the report takes each network's ``label`` and its row order from it.
 MODELS: dict[str, type[EmbeddingNet]] = {"rescnn": ResCNN, "gru": GRUNet}
 
 

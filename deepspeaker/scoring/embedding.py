@@ -1,5 +1,11 @@
 """Cosine scoring of embeddings, k-utterance enrollment and the two fusions of paper §5.1.3.
 
+* No vector (every scorer: embeddings, i-vectors, MFCC stats): a trial whose test
+  utterance or one of whose enrollment utterances has no vector (no voiced frames,
+  failed extraction) is left out and listed with the reason in ``<scores>.skipped``
+  (:func:`trials_with_vectors`, then ``trials.write_skipped``); the summaries and the
+  report exclude and count exactly those.  A trial naming an id that is not in the
+  data dir at all is an error instead (``trials.check_trial_ids``).
 * Enrollment (T8): a model of k utterances is the average of their unit embeddings,
   renormalised; with k = 1 it is the utterance's own embedding.
 * Embedding fusion (E3): per utterance, the sum of the systems' unit embeddings,
@@ -46,6 +52,23 @@ def enroll_model(emb: Mapping[str, np.ndarray], utts: Sequence[str]) -> np.ndarr
     return unit(np.mean([unit(emb[u]) for u in utts], axis=0))
 
 
+def trials_with_vectors(trials: Sequence[Trial], vectors: Mapping[str, object],
+                        enroll2utt: Mapping[str, Sequence[str]] | None = None
+                        ) -> tuple[list[Trial], list[tuple[Trial, list[str]]]]:
+    """The one "no vector" rule: (trials to score, skipped trials with the utterances
+    that have no vector).  An enroll id of ``enroll2utt`` needs a vector for each of
+    its utterances: a model short of one is not the model the list asks for."""
+    models = enroll2utt or {}
+    kept, skipped = [], []
+    for t in trials:
+        missing = [u for u in list(models.get(t.enroll, [t.enroll])) + [t.test] if u not in vectors]
+        if missing:
+            skipped.append((t, missing))
+        else:
+            kept.append(t)
+    return kept, skipped
+
+
 def cosine_trials(emb: Mapping[str, np.ndarray], trials: Sequence[Trial],
                   enroll2utt: Mapping[str, Sequence[str]] | None = None
                   ) -> tuple[list[Trial], np.ndarray, list[tuple[Trial, list[str]]]]:
@@ -55,23 +78,17 @@ def cosine_trials(emb: Mapping[str, np.ndarray], trials: Sequence[Trial],
     no embedding).  Whether every id is known at all is the caller's check.
     """
     models = enroll2utt or {}
+    kept, skipped = trials_with_vectors(trials, emb, models)
     e_index: dict[str, int] = {}
     t_index: dict[str, int] = {}
-    e_vecs, t_vecs = [], []
-    kept, skipped, e_rows, t_rows = [], [], [], []
-    for t in trials:
-        members = list(models.get(t.enroll, [t.enroll]))
-        missing = [u for u in members + [t.test] if u not in emb]
-        if missing:
-            skipped.append((t, missing))
-            continue
+    e_vecs, t_vecs, e_rows, t_rows = [], [], [], []
+    for t in kept:
         if t.enroll not in e_index:
             e_index[t.enroll] = len(e_vecs)
-            e_vecs.append(enroll_model(emb, members))
+            e_vecs.append(enroll_model(emb, list(models.get(t.enroll, [t.enroll]))))
         if t.test not in t_index:
             t_index[t.test] = len(t_vecs)
             t_vecs.append(unit(emb[t.test]))
-        kept.append(t)
         e_rows.append(e_index[t.enroll])
         t_rows.append(t_index[t.test])
     if not kept:
@@ -117,4 +134,5 @@ def fuse_scores(systems: Sequence[Mapping[tuple[str, str], float]], trials: Sequ
     return kept, fused
 
 
-__all__ = ["cosine_trials", "enroll_model", "fuse_embeddings", "fuse_scores", "unit", "znorm"]
+__all__ = ["cosine_trials", "enroll_model", "fuse_embeddings", "fuse_scores", "trials_with_vectors",
+           "unit", "znorm"]

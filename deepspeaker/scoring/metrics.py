@@ -29,8 +29,12 @@ import numpy as np
 from ..utils import DeepSpeakerError
 
 
-class ScoringError(DeepSpeakerError):
-    """Trials and scores that do not fit together (names the trial, file and line)."""
+class ScoringError(DeepSpeakerError, ValueError):
+    """Trials and scores that do not fit together (names the trial, file and line).
+
+    Also a ValueError: the metrics raised ValueError for bad scores and labels before
+    they raised this, and callers that catch that keep working.
+    """
 
 
 def _as_arrays(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -39,10 +43,10 @@ def _as_arrays(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     if scores.shape != labels.shape:
         raise ValueError(f"{scores.size} scores but {labels.size} labels")
     if not np.all(np.isfinite(scores)):
-        raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} scores are NaN or infinite")
+        raise ScoringError(f"{int(np.sum(~np.isfinite(scores)))} scores are NaN or infinite")
     n_tar, n_non = int(labels.sum()), int((~labels).sum())
     if n_tar == 0 or n_non == 0:
-        raise ValueError(f"need both target and non-target trials (got {n_tar} target, {n_non} non-target)")
+        raise ScoringError(f"need both target and non-target trials (got {n_tar} target, {n_non} non-target)")
     return scores, labels
 
 
@@ -95,7 +99,7 @@ def compute_min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0,
                     c_fa: float = 1.0) -> tuple[float, float]:
     """Normalised minimum detection cost and its threshold (NIST SRE definition)."""
     if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+        raise ScoringError(f"p_target must be in (0, 1), got {p_target}")
     thr, p_miss, p_fa = error_rates(scores, labels)
     dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
     k = int(np.argmin(dcf))
@@ -120,7 +124,7 @@ def compute_acc(anchors: Sequence[str], scores, labels) -> tuple[float, int]:
     bad = np.flatnonzero((n_tar != 1) | (n_non == 0))
     if bad.size:
         a = uniq[bad[0]]
-        raise ValueError(f"anchor {a} has {int(n_tar[bad[0]])} target and {int(n_non[bad[0]])} "
+        raise ScoringError(f"anchor {a} has {int(n_tar[bad[0]])} target and {int(n_non[bad[0]])} "
                          f"non-target trials; ACC needs exactly 1 target and >= 1 non-target "
                          f"per anchor ({bad.size} anchors affected)")
     pos = np.empty(n)

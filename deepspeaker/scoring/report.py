@@ -1,22 +1,32 @@
-"""The results report of a recipe: the paper's tables T5, T6, T8 from an ``exp/`` tree.
+"""The results report of a recipe: the paper's tables T5-T10 from an ``exp/`` tree.
 
-Where the numbers come from (the recipes' layout, SPEC stages 2-10):
+Every experiment dir ``exp/<tag>/`` says what it is in ``system.yaml``
+(:mod:`deepspeaker.scoring.experiment`); the report reads those, never the tags, and
+takes each system's score files from ``exp/<tag>/scores/<prefix>_<T>``:
 
-========================================  =========================================
-``exp/mfcc_stats/scores/cosine_<T>``       the no-training reference
-``exp/ivector/scores/plda_<T>``            the i-vector + PLDA baseline (``cosine_<T>``: same
-                                           i-vectors, cosine)
-``exp/<model>_<strategy>/scores/cosine_<T>``  Deep Speaker, ``model`` in rescnn / gru,
-                                           ``strategy`` in softmax / triplet / softmax_triplet
-``exp/fusion/scores/{embedding,score}_<T>``  embedding and score fusion of the systems
-                                           named in ``exp/fusion/systems``
-========================================  =========================================
+===============  ==================================  ================================
+``kind``         score files                         rows
+===============  ==================================  ================================
+``reference``    ``cosine_<T>``                      the no-training reference (MFCC
+                                                     stats)
+``ivector``      ``plda_<T>``, ``cosine_<T>``        the i-vector + PLDA baseline, and
+                                                     the same i-vectors by cosine
+``deepspeaker``  ``cosine_<T>``                      T5 (``model`` x ``strategy``), T7
+                                                     (``fraction`` < 1), T9/T10
+                                                     (``source_only``, ``transfer``)
+``fusion``       ``embedding_<T>``, ``score_<T>``    T6: the two fusions of ``members``
+===============  ==================================  ================================
 
-``<T>`` is a trial list of the eval data dir: ``trials`` (1 positive + 99 negatives per
-anchor, paper §4.1) and ``trials_enroll{1,2,3,5}`` (T8).  Every metric is recomputed
-here from the score files (EER, minDCF at p_target 0.01, ACC), excluding the trials a
-scoring stage listed in ``<score file>.skipped``.  A system that was not run is shown
-as such, never guessed.
+Model labels ("ResCNN", "GRU") come from the model registry
+(:data:`deepspeaker.nnet.models.MODELS`).  A dir without ``system.yaml`` is not an
+experiment the report knows (it is left out, with one log line).
+
+``<T>`` is every trial list of the eval data dir (:func:`~.experiment.trial_lists`):
+``trials`` (1 positive + 99 negatives per anchor, paper §4.1) and ``trials_enroll<k>``
+(T8) make the paper's tables; any other list (``trials_vox1_o``, ``trials_cnceleb``)
+gets a table of its own.  Every metric is recomputed here from the score files (EER,
+minDCF at p_target 0.01, ACC), excluding the trials a scoring stage listed in
+``<score file>.skipped``.  A system that was not run is shown as such, never guessed.
 
 Relative changes are computed as the paper does (§5.1.1, §5.1.3): the relative
 reduction of EER, ``(EER_ref - EER) / EER_ref``, and of the identification error
@@ -27,7 +37,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,25 +46,29 @@ import numpy as np
 
 from ..data import DataDir
 from ..utils import DeepSpeakerError, atomic_write
-from .metrics import Metrics, compute_metrics, error_rates
+from .experiment import MAIN_TRIALS, SystemInfo, enroll_count, read_system_info, trial_lists
+from .metrics import Metrics, ScoringError, compute_metrics, error_rates
 from .trials import read_scores, read_skipped, read_trials, scores_for_trials
 
 logger = logging.getLogger(__name__)
 
-MODEL_LABELS = {"rescnn": "ResCNN", "gru": "GRU"}
 STRATEGY_LABELS = {"softmax": "softmax", "triplet": "triplet",
                    "softmax_triplet": "softmax (pre-train) + triplet"}
-ENROLL_COUNTS = (1, 2, 3, 5)
-MAIN_TRIALS = "trials"
+FIGURES = "report"  # exp/report/: the PNGs of RESULTS.md, not an experiment
 
 
 @dataclass
 class System:
-    key: str          # file-system name, e.g. rescnn_softmax_triplet
+    """One row of the tables: a score-file prefix of one described experiment."""
+
+    key: str          # unique name (histogram file): the tag, <tag>_cosine, embedding_<tag>, ...
     label: str        # table label
     exp: str          # subdir of exp/
     prefix: str       # score-file prefix
-    kind: str         # reference | baseline | deepspeaker | fusion
+    kind: str         # reference | baseline | ivector_cosine | deepspeaker | fusion | size | transfer
+    model: str | None = None
+    strategy: str | None = None
+    fraction: float = 1.0
 
 
 @dataclass
@@ -77,85 +90,165 @@ class Report:
     results: dict[tuple[str, str], Result] = field(default_factory=dict)  # (system key, trials)
     trial_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     fusion_members: list[str] = field(default_factory=list)
+    systems: list[System] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)  # registry name -> label, in order
 
     def get(self, key: str, trials: str = MAIN_TRIALS) -> Result | None:
         return self.results.get((key, trials))
 
+    def find(self, kind: str, model: str | None = None, strategy: str | None = None,
+             prefix: str | None = None) -> System | None:
+        """The one system of this role (None when it was not run)."""
+        return next((s for s in self.systems if s.kind == kind and
+                     (model is None or s.model == model) and
+                     (strategy is None or s.strategy == strategy) and
+                     (prefix is None or s.prefix == prefix)), None)
 
-def known_systems() -> list[System]:
-    systems = [System("mfcc_stats", "MFCC-stats cosine (reference, no training)", "mfcc_stats",
-                      "cosine", "reference"),
-               System("ivector", "i-vector + PLDA (baseline)", "ivector", "plda", "baseline"),
-               System("ivector_cosine", "i-vector, cosine", "ivector", "cosine", "reference")]
-    for model, mlabel in MODEL_LABELS.items():
-        for strategy, slabel in STRATEGY_LABELS.items():
-            systems.append(System(f"{model}_{strategy}", f"{mlabel}, {slabel}",
-                                  f"{model}_{strategy}", "cosine", "deepspeaker"))
-    systems += [System("embedding_fusion", "embedding fusion", "fusion", "embedding", "fusion"),
-                System("score_fusion", "score fusion", "fusion", "score", "fusion")]
-    return systems
+    def of(self, system: System | None, trials: str = MAIN_TRIALS) -> Result | None:
+        return None if system is None else self.get(system.key, trials)
+
+    def ds(self, model: str, strategy: str, trials: str = MAIN_TRIALS) -> Result | None:
+        """Deep Speaker ``model`` trained with ``strategy`` on all training speakers (T5)."""
+        return self.of(self.find("deepspeaker", model, strategy), trials)
+
+    def baseline(self, trials: str = MAIN_TRIALS) -> Result | None:
+        return self.of(self.find("baseline"), trials)
+
+    def score_fusion(self, trials: str = MAIN_TRIALS) -> Result | None:
+        return self.of(self.find("fusion", prefix="score"), trials)
+
+    def ds_label(self, model: str, strategy: str) -> str:
+        return f"{self.models[model]}, {STRATEGY_LABELS[strategy]}"
 
 
-def study_systems(exp: Path) -> list[System]:
-    """The optional experiments of stages 11 and 12 that exist under ``exp``.
+def model_labels() -> dict[str, str]:
+    """Display label of every network of the model registry, in its order."""
+    from ..nnet.models import MODELS
 
-    ``<model>_<strategy>_spk<pct>``: trained on pct% of the training speakers (T7);
-    ``<model>_source_only``: another recipe's model as it is; ``<model>_transfer``: that
-    model fine-tuned here with the triplet loss (T9/T10).
+    return {name: cls.label for name, cls in MODELS.items()}
+
+
+def _percent(fraction: float) -> int:
+    return int(round(100 * fraction))
+
+
+def _systems_of(exp_dir: Path, info: SystemInfo, models: dict[str, str]) -> list[System]:
+    """The rows one experiment contributes, in report order."""
+    tag = exp_dir.name
+    if info.kind == "reference":
+        return [System(tag, "MFCC-stats cosine (reference, no training)", tag, "cosine",
+                       "reference")]
+    if info.kind == "ivector":
+        return [System(tag, "i-vector + PLDA (baseline)", tag, "plda", "baseline"),
+                System(f"{tag}_cosine", "i-vector, cosine", tag, "cosine", "ivector_cosine")]
+    if info.kind == "fusion":
+        return [System(f"embedding_{tag}", "embedding fusion", tag, "embedding", "fusion"),
+                System(f"score_{tag}", "score fusion", tag, "score", "fusion")]
+    if info.model not in models:
+        raise DeepSpeakerError(f"{exp_dir}/system.yaml: model {info.model!r} is not in the model "
+                               f"registry ({', '.join(models)})")
+    mlabel = models[info.model]
+    if info.strategy == "source_only":
+        label, kind = f"{mlabel}, trained on {info.source or '?'} only", "transfer"
+    elif info.strategy == "transfer":
+        label, kind = f"{mlabel}, fine-tuned here from that model", "transfer"
+    elif info.fraction < 1:
+        label = (f"{mlabel}, {STRATEGY_LABELS[info.strategy]}, {_percent(info.fraction)}% of "
+                 "the training speakers")
+        kind = "size"
+    else:
+        label, kind = f"{mlabel}, {STRATEGY_LABELS[info.strategy]}", "deepspeaker"
+    return [System(tag, label, tag, "cosine", kind, info.model, info.strategy, info.fraction)]
+
+
+def _report_order(s: System, models: dict[str, str]) -> tuple:
+    """References, baseline, T5 by network and strategy, fusions, then the studies by tag."""
+    group = {"reference": 0, "baseline": 1, "ivector_cosine": 1, "deepspeaker": 2,
+             "fusion": 3}.get(s.kind, 4)
+    if group == 2:
+        return (2, list(models).index(s.model), list(STRATEGY_LABELS).index(s.strategy), "")
+    return (group, 0, 0, "" if group in (1, 3) else s.exp)
+
+
+def read_systems(exp: Path, models: dict[str, str]) -> tuple[list[System], list[str]]:
+    """Every system described under ``exp`` (report order) and the fusion's members.
+
+    Two experiments describing the same row (say two ivector dirs) are refused: the
+    report would have to guess which one the tables mean.
     """
-    found = []
+    systems, members, undescribed = [], [], []
     for d in sorted(p for p in exp.iterdir() if p.is_dir()) if exp.is_dir() else []:
-        for model, mlabel in MODEL_LABELS.items():
-            m = re.fullmatch(rf"{model}_(\w+?)_spk(\d+)", d.name)
-            if m and m.group(1) in STRATEGY_LABELS:
-                found.append(System(d.name, f"{mlabel}, {STRATEGY_LABELS[m.group(1)]}, "
-                                    f"{m.group(2)}% of the training speakers", d.name,
-                                    "cosine", "size"))
-            elif d.name == f"{model}_source_only":
-                source = (d / "source").read_text().strip() if (d / "source").is_file() else "?"
-                found.append(System(d.name, f"{mlabel}, trained on {source} only", d.name,
-                                    "cosine", "transfer"))
-            elif d.name == f"{model}_transfer":
-                found.append(System(d.name, f"{mlabel}, fine-tuned here from that model",
-                                    d.name, "cosine", "transfer"))
-    return found
-
-
-def trial_names(trials_dir: Path) -> list[str]:
-    names = [MAIN_TRIALS] + [f"trials_enroll{k}" for k in ENROLL_COUNTS]
-    return [n for n in names if (trials_dir / n).is_file()]
+        info = read_system_info(d)
+        if info is None:
+            if d.name != FIGURES:
+                undescribed.append(d.name)
+            continue
+        systems += _systems_of(d, info, models)
+        if info.kind == "fusion":
+            members = list(info.members)
+    if undescribed:
+        logger.info("%s: left out of the report (no system.yaml): %s", exp, " ".join(undescribed))
+    seen: dict[tuple, System] = {}
+    for s in systems:
+        role = (s.kind, s.model, s.strategy, s.fraction, s.prefix)
+        if role in seen:
+            raise DeepSpeakerError(f"{exp / seen[role].exp} and {exp / s.exp} both describe "
+                                   f"'{s.label}': remove one (or its system.yaml)")
+        seen[role] = s
+    return sorted(systems, key=lambda s: _report_order(s, models)), members
 
 
 def evaluate(score_path: Path, trials_path: Path, trials=None) -> tuple[Metrics, np.ndarray, np.ndarray, int]:
+    """Metrics of one score file over its trial list, less the trials in ``<scores>.skipped``.
+
+    Returns (metrics, scores, labels, number of skipped trials); the one evaluation of
+    the report and of ``summarize_scores``.
+    """
     trials = trials if trials is not None else read_trials(trials_path)
     skip = read_skipped(score_path)
     kept = [t for t in trials if (t.enroll, t.test) not in skip]
     scores = scores_for_trials(kept, read_scores(score_path), trials_path, score_path)
     labels = np.array([t.target for t in kept], dtype=bool)
-    return compute_metrics(scores, labels, [t.test for t in kept]), scores, labels, len(skip)
+    try:
+        metrics = compute_metrics(scores, labels, [t.test for t in kept])
+    except ScoringError as e:  # say which file: "need both target and non-target", ...
+        raise ScoringError(f"{score_path} over {trials_path}: {e}") from e
+    return metrics, scores, labels, len(skip)
+
+
+def paper_lists(rep: Report) -> list[str]:
+    """The lists of the paper's tables: ``trials`` and ``trials_enroll<k>``."""
+    return [n for n in rep.trial_counts if n == MAIN_TRIALS or enroll_count(n) is not None]
+
+
+def other_lists(rep: Report) -> list[str]:
+    """Every other list of the eval dir (VoxCeleb1-O/E/H, CN-Celeb, ...)."""
+    return [n for n in rep.trial_counts if n not in paper_lists(rep)]
 
 
 def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "softmax_triplet") -> Report:
-    """Evaluate every score file of the layout above that exists."""
+    """Evaluate every score file of every described system on every trial list it has."""
     trials_dir = data / eval_set
-    names = trial_names(trials_dir)
+    names = trial_lists(trials_dir)
     if MAIN_TRIALS not in names:
         raise DeepSpeakerError(f"{trials_dir}/{MAIN_TRIALS}: missing; run the trials stage first")
-    rep = Report(exp=exp, data=data, eval_set=eval_set, strategy=strategy)
-    members = exp / "fusion" / "systems"
-    if members.is_file():
-        rep.fusion_members = members.read_text().split()
+    models = model_labels()
+    systems, members = read_systems(exp, models)
+    rep = Report(exp=exp, data=data, eval_set=eval_set, strategy=strategy,
+                 fusion_members=members, systems=systems, models=models)
     for name in names:
         trials = read_trials(trials_dir / name)
         rep.trial_counts[name] = (sum(t.target for t in trials), sum(not t.target for t in trials))
-        for system in known_systems() + study_systems(exp):
+        for system in systems:
             path = exp / system.exp / "scores" / f"{system.prefix}_{name}"
             if not path.is_file():
                 continue
             metrics, scores, labels, skipped = evaluate(path, trials_dir / name, trials)
             rep.results[(system.key, name)] = Result(system, metrics, scores, labels, skipped, path)
-    if rep.get("ivector") is None and not any(k == MAIN_TRIALS for _, k in rep.results):
-        raise DeepSpeakerError(f"{exp}: no score file of any known system for {trials_dir}/trials")
+    if not any(k == MAIN_TRIALS for _, k in rep.results):
+        raise DeepSpeakerError(f"{exp}: no described system has a score file for "
+                               f"{trials_dir}/{MAIN_TRIALS} (each experiment dir describes "
+                               "itself in system.yaml: python -m deepspeaker.bin.describe_system)")
     return rep
 
 
@@ -186,19 +279,21 @@ def _row_metrics(r: Result | None) -> list[str]:
     return [_pct(r.metrics.eer), f"{r.metrics.min_dcf:.4f}", _pct(r.metrics.acc)]
 
 
+BASELINE_LABEL = "i-vector + PLDA (baseline)"
+
+
 def table_t5(rep: Report) -> list[str]:
-    base = rep.get("ivector")
+    base = rep.baseline()
     lines = ["| system | EER [%] | minDCF | ACC [%] | EER rel. reduction vs i-vector | "
              "error (1-ACC) rel. reduction vs i-vector |", "|---|---|---|---|---|---|"]
-    keys = ["ivector"] + [f"{m}_{s}" for m in MODEL_LABELS for s in STRATEGY_LABELS]
-    by_key = {s.key: s for s in known_systems()}
-    for key in keys:
-        r = rep.get(key)
-        if r is None and key != "ivector" and not any(rep.get(f"{key.split('_')[0]}_{s}")
-                                                     for s in STRATEGY_LABELS):
-            continue  # a model that was not trained at all: no rows
-        cells = [by_key[key].label] + _row_metrics(r)
-        if key == "ivector" or r is None or base is None:
+    rows = [(BASELINE_LABEL, base)]
+    for model in rep.models:
+        by_strategy = [(rep.ds_label(model, s), rep.ds(model, s)) for s in STRATEGY_LABELS]
+        if any(r is not None for _, r in by_strategy):  # a network never trained: no rows
+            rows += by_strategy
+    for i, (label, r) in enumerate(rows):
+        cells = [label] + _row_metrics(r)
+        if i == 0 or r is None or base is None:
             cells += ["", ""]
         else:
             cells += [_rel(rel_reduction(base.metrics.eer, r.metrics.eer)),
@@ -207,10 +302,17 @@ def table_t5(rep: Report) -> list[str]:
     return lines
 
 
+def fusion_inputs(rep: Report) -> list[tuple[str, Result | None]]:
+    """(label, result) of the systems fused in T6: the fusion's members, or by default the
+    ``rep.strategy`` model of every network."""
+    if not rep.fusion_members:
+        return [(rep.ds_label(m, rep.strategy), rep.ds(m, rep.strategy)) for m in rep.models]
+    by_key = {s.key: s for s in rep.systems}
+    return [(by_key[k].label if k in by_key else k, rep.get(k)) for k in rep.fusion_members]
+
+
 def best_single(rep: Report) -> Result | None:
-    members = [rep.get(k) for k in (rep.fusion_members or
-                                    [f"{m}_{rep.strategy}" for m in MODEL_LABELS])]
-    members = [r for r in members if r is not None]
+    members = [r for _, r in fusion_inputs(rep) if r is not None]
     return min(members, key=lambda r: r.metrics.eer) if members else None
 
 
@@ -218,11 +320,9 @@ def table_t6(rep: Report) -> list[str]:
     best = best_single(rep)
     lines = ["| system | EER [%] | minDCF | ACC [%] | EER rel. reduction vs best single | "
              "error rel. reduction vs best single |", "|---|---|---|---|---|---|"]
-    members = rep.fusion_members or [f"{m}_{rep.strategy}" for m in MODEL_LABELS]
-    by_key = {s.key: s for s in known_systems()}
-    for key in members + ["embedding_fusion", "score_fusion"]:
-        r = rep.get(key)
-        label = by_key[key].label if key in by_key else key
+    fused = [(label, rep.of(rep.find("fusion", prefix=prefix)))
+             for label, prefix in (("embedding fusion", "embedding"), ("score fusion", "score"))]
+    for label, r in fusion_inputs(rep) + fused:
         if best is not None and r is best:
             label += " (best single)"
         cells = [label] + _row_metrics(r)
@@ -235,64 +335,94 @@ def table_t6(rep: Report) -> list[str]:
     return lines
 
 
-def t8_keys(rep: Report) -> list[str]:
-    return ["ivector"] + [f"{m}_{rep.strategy}" for m in MODEL_LABELS] + ["score_fusion"]
+def enroll_lists(rep: Report) -> list[tuple[int, str]]:
+    """(k, list name) of the T8 lists, by k."""
+    return [(enroll_count(n), n) for n in paper_lists(rep) if n != MAIN_TRIALS]
+
+
+def t8_systems(rep: Report) -> list[System]:
+    """The rows of T8: the baseline, each network's ``rep.strategy`` model, score fusion."""
+    systems = [rep.find("baseline")] + [rep.find("deepspeaker", m, rep.strategy)
+                                        for m in rep.models] + [rep.find("fusion", prefix="score")]
+    return [s for s in systems if s is not None]
 
 
 def table_t8(rep: Report) -> list[str]:
-    ks = [k for k in ENROLL_COUNTS if f"trials_enroll{k}" in rep.trial_counts]
-    head = "| system | " + " | ".join(f"EER [%] k={k}" for k in ks) + " | " + \
-        " | ".join(f"ACC [%] k={k}" for k in ks) + " |"
+    ks = enroll_lists(rep)
+    head = "| system | " + " | ".join(f"EER [%] k={k}" for k, _ in ks) + " | " + \
+        " | ".join(f"ACC [%] k={k}" for k, _ in ks) + " |"
     lines = [head, "|---|" + "---|" * (2 * len(ks))]
-    by_key = {s.key: s for s in known_systems()}
-    for key in t8_keys(rep):
-        rs = [rep.get(key, f"trials_enroll{k}") for k in ks]
+    for system in t8_systems(rep):
+        rs = [rep.of(system, name) for _, name in ks]
         if all(r is None for r in rs):
             continue
-        cells = [by_key[key].label] + [_pct(r.metrics.eer) if r else "not run" for r in rs] + \
+        cells = [system.label] + [_pct(r.metrics.eer) if r else "not run" for r in rs] + \
             [_pct(r.metrics.acc) if r else "not run" for r in rs]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def size_study(rep: Report, model: str) -> list[tuple[int, Result]]:
+    """(percent of the training speakers, result) of ``model`` for T7, the full run last;
+    [] without a run on a subset."""
+    parts = sorted(((_percent(s.fraction), r) for s in rep.systems
+                    if s.kind == "size" and s.model == model and s.strategy == rep.strategy
+                    and (r := rep.of(s)) is not None), key=lambda x: x[0])
+    full = rep.ds(model, rep.strategy)
+    return parts + [(100, full)] if parts and full is not None else parts
+
+
 def table_t7(rep: Report) -> list[str]:
     """EER / ACC against the share of training speakers (paper T7); [] without stage 11."""
-    rows = []
-    for model, mlabel in MODEL_LABELS.items():
-        full = rep.get(f"{model}_{rep.strategy}")
-        parts = sorted(((int(k.rsplit("spk", 1)[1]), r) for (k, t), r in rep.results.items()
-                        if t == MAIN_TRIALS and k.startswith(f"{model}_{rep.strategy}_spk")),
-                       key=lambda x: x[0])
-        if not parts:
-            continue
-        if full is not None:
-            parts.append((100, full))
-        for pct, r in parts:
-            rows.append(f"| {mlabel} | {pct}% | " + " | ".join(_row_metrics(r)) + " |")
+    rows = [f"| {mlabel} | {pct}% | " + " | ".join(_row_metrics(r)) + " |"
+            for model, mlabel in rep.models.items() for pct, r in size_study(rep, model)]
     if not rows:
         return []
     return ["| network | training speakers | EER [%] | minDCF | ACC [%] |",
             "|---|---|---|---|---|"] + rows
 
 
+def transfer_results(rep: Report, model: str) -> tuple[Result | None, Result | None]:
+    """``model`` trained on another corpus only, and that model fine-tuned here (T9/T10)."""
+    return (rep.of(rep.find("transfer", model, "source_only")),
+            rep.of(rep.find("transfer", model, "transfer")))
+
+
 def table_transfer(rep: Report) -> list[str]:
     """T9/T10: trained here, trained elsewhere, trained elsewhere then fine-tuned here."""
     rows = []
-    base = rep.get("ivector")
+    base = rep.baseline()
     if base is not None:
         rows.append("| " + " | ".join([base.system.label] + _row_metrics(base)) + " |")
     any_transfer = False
-    for model in MODEL_LABELS:
-        for key in (f"{model}_{rep.strategy}", f"{model}_source_only", f"{model}_transfer"):
-            r = rep.get(key)
-            if r is None:
-                continue
-            any_transfer |= key.endswith(("_source_only", "_transfer"))
-            label = r.system.label + (" (trained here only)" if key.endswith(rep.strategy) else "")
-            rows.append("| " + " | ".join([label] + _row_metrics(r)) + " |")
+    for model in rep.models:
+        here = rep.ds(model, rep.strategy)
+        if here is not None:
+            rows.append("| " + " | ".join([here.system.label + " (trained here only)"] +
+                                          _row_metrics(here)) + " |")
+        for r in transfer_results(rep, model):
+            if r is not None:
+                any_transfer = True
+                rows.append("| " + " | ".join([r.system.label] + _row_metrics(r)) + " |")
     if not any_transfer:
         return []
     return ["| system | EER [%] | minDCF | ACC [%] |", "|---|---|---|---|"] + rows
+
+
+def table_other_lists(rep: Report) -> list[str]:
+    """One table per trial list outside the paper's (VoxCeleb1-O/E/H, CN-Celeb, ...)."""
+    lines = []
+    for name in other_lists(rep):
+        n_tar, n_non = rep.trial_counts[name]
+        lines += ["", f"### `{name}`: {n_tar} target + {n_non} non-target", "",
+                  "| system | EER [%] | minDCF | ACC [%] | target / non-target | skipped |",
+                  "|---|---|---|---|---|---|"]
+        rows = [rep.of(s, name) for s in rep.systems]
+        rows = [r for r in rows if r is not None]
+        lines += [f"| {r.system.label} | " + " | ".join(_row_metrics(r)) +
+                  f" | {r.metrics.num_target} / {r.metrics.num_nontarget} | {r.skipped} |"
+                  for r in rows] or ["| no system has scores for this list | | | | | |"]
+    return lines
 
 
 # ----------------------------------------------------------------------------- claims
@@ -304,81 +434,94 @@ class Claim:
     evidence: str
 
 
-def check_claims(rep: Report) -> list[Claim]:
-    claims = []
-    base = rep.get("ivector")
-    ds = [rep.get(f"{m}_{s}") for m in MODEL_LABELS for s in STRATEGY_LABELS]
+def _claim_beats_baseline(rep: Report) -> Claim:
+    base = rep.baseline()
+    ds = [rep.ds(m, s) for m in rep.models for s in STRATEGY_LABELS]
     ds = [r for r in ds if r is not None]
     text = "Deep Speaker beats the i-vector baseline (every DS system: lower EER and higher ACC; T5)"
     if base is None or not ds:
-        claims.append(Claim(text, None, "i-vector or Deep Speaker scores missing"))
-    else:
-        wins = [r for r in ds if r.metrics.eer < base.metrics.eer and
-                (r.metrics.acc or 0) > (base.metrics.acc or 0)]
-        best = min(ds, key=lambda r: r.metrics.eer)
-        claims.append(Claim(text, len(wins) == len(ds),
-                            f"{len(wins)} of {len(ds)} systems beat it; i-vector EER "
-                            f"{_pct(base.metrics.eer)}% / ACC {_pct(base.metrics.acc)}%, best DS "
-                            f"({best.system.label}) {_pct(best.metrics.eer)}% / "
-                            f"{_pct(best.metrics.acc)}%"))
-    for m, mlabel in MODEL_LABELS.items():
-        rs = [rep.get(f"{m}_{s}") for s in ("softmax_triplet", "triplet", "softmax")]
-        text = f"{mlabel}: softmax + triplet beats triplet only, which beats softmax only (EER and ACC; T5)"
-        if any(r is None for r in rs):
-            if any(r is not None for r in rs):
-                claims.append(Claim(text, None, "not every strategy was run"))
-            continue
-        st, t, s = rs
-        held = (st.metrics.eer < t.metrics.eer < s.metrics.eer and
-                (st.metrics.acc or 0) > (t.metrics.acc or 0) > (s.metrics.acc or 0))
-        claims.append(Claim(text, held, f"EER {_pct(st.metrics.eer)} / {_pct(t.metrics.eer)} / "
-                                        f"{_pct(s.metrics.eer)}%, ACC {_pct(st.metrics.acc)} / "
-                                        f"{_pct(t.metrics.acc)} / {_pct(s.metrics.acc)}% "
-                                        "(softmax+triplet / triplet / softmax)"))
-    best, fused = best_single(rep), rep.get("score_fusion")
+        return Claim(text, None, "i-vector or Deep Speaker scores missing")
+    wins = [r for r in ds if r.metrics.eer < base.metrics.eer and
+            (r.metrics.acc or 0) > (base.metrics.acc or 0)]
+    best = min(ds, key=lambda r: r.metrics.eer)
+    return Claim(text, len(wins) == len(ds),
+                 f"{len(wins)} of {len(ds)} systems beat it; i-vector EER "
+                 f"{_pct(base.metrics.eer)}% / ACC {_pct(base.metrics.acc)}%, best DS "
+                 f"({best.system.label}) {_pct(best.metrics.eer)}% / "
+                 f"{_pct(best.metrics.acc)}%")
+
+
+def _claim_strategy_order(rep: Report, model: str, mlabel: str) -> Claim | None:
+    rs = [rep.ds(model, s) for s in ("softmax_triplet", "triplet", "softmax")]
+    text = f"{mlabel}: softmax + triplet beats triplet only, which beats softmax only (EER and ACC; T5)"
+    if any(r is None for r in rs):
+        return Claim(text, None, "not every strategy was run") if any(rs) else None
+    st, t, s = rs
+    held = (st.metrics.eer < t.metrics.eer < s.metrics.eer and
+            (st.metrics.acc or 0) > (t.metrics.acc or 0) > (s.metrics.acc or 0))
+    return Claim(text, held, f"EER {_pct(st.metrics.eer)} / {_pct(t.metrics.eer)} / "
+                             f"{_pct(s.metrics.eer)}%, ACC {_pct(st.metrics.acc)} / "
+                             f"{_pct(t.metrics.acc)} / {_pct(s.metrics.acc)}% "
+                             "(softmax+triplet / triplet / softmax)")
+
+
+def _claim_fusion(rep: Report) -> Claim:
+    best, fused = best_single(rep), rep.score_fusion()
     text = "Score fusion beats the best single system (EER and ACC; T6)"
     if best is None or fused is None:
-        claims.append(Claim(text, None, "fusion or its systems missing"))
-    else:
-        claims.append(Claim(text, fused.metrics.eer < best.metrics.eer and
-                            (fused.metrics.acc or 0) > (best.metrics.acc or 0),
-                            f"score fusion EER {_pct(fused.metrics.eer)}% / ACC "
-                            f"{_pct(fused.metrics.acc)}% vs {best.system.label} "
-                            f"{_pct(best.metrics.eer)}% / {_pct(best.metrics.acc)}%"))
-    for model, mlabel in MODEL_LABELS.items():
-        parts = sorted((int(k.rsplit("spk", 1)[1]), r) for (k, t), r in rep.results.items()
-                       if t == MAIN_TRIALS and k.startswith(f"{model}_{rep.strategy}_spk"))
-        full = rep.get(f"{model}_{rep.strategy}")
-        if parts and full is not None:
-            parts.append((100, full))
-            eers = [r.metrics.eer for _, r in parts]
-            claims.append(Claim(f"{mlabel}: more training speakers, lower EER (T7)",
-                                all(a > b for a, b in zip(eers, eers[1:])),
-                                "EER " + " / ".join(_pct(e) for e in eers) + "% with " +
-                                " / ".join(f"{p}%" for p, _ in parts) + " of the speakers"))
-        here, source, tuned = (rep.get(f"{model}_{rep.strategy}"), rep.get(f"{model}_source_only"),
-                               rep.get(f"{model}_transfer"))
-        if tuned is not None and (here is not None or source is not None):
-            others = [r for r in (here, source) if r is not None]
-            claims.append(Claim(f"{mlabel}: a model of another corpus fine-tuned here beats the "
-                                "model trained here only and the other corpus' model (T9/T10)",
-                                all(tuned.metrics.eer < r.metrics.eer for r in others),
-                                f"EER fine-tuned {_pct(tuned.metrics.eer)}% vs " +
-                                ", ".join(f"{r.system.label} {_pct(r.metrics.eer)}%"
-                                          for r in others)))
-    ks = [k for k in ENROLL_COUNTS if f"trials_enroll{k}" in rep.trial_counts]
-    for key in t8_keys(rep):
-        rs = [rep.get(key, f"trials_enroll{k}") for k in ks]
+        return Claim(text, None, "fusion or its systems missing")
+    return Claim(text, fused.metrics.eer < best.metrics.eer and
+                 (fused.metrics.acc or 0) > (best.metrics.acc or 0),
+                 f"score fusion EER {_pct(fused.metrics.eer)}% / ACC "
+                 f"{_pct(fused.metrics.acc)}% vs {best.system.label} "
+                 f"{_pct(best.metrics.eer)}% / {_pct(best.metrics.acc)}%")
+
+
+def _claims_studies(rep: Report, model: str, mlabel: str) -> list[Claim]:
+    claims = []
+    parts, here = size_study(rep, model), rep.ds(model, rep.strategy)
+    if parts and here is not None:
+        eers = [r.metrics.eer for _, r in parts]
+        claims.append(Claim(f"{mlabel}: more training speakers, lower EER (T7)",
+                            all(a > b for a, b in zip(eers, eers[1:])),
+                            "EER " + " / ".join(_pct(e) for e in eers) + "% with " +
+                            " / ".join(f"{p}%" for p, _ in parts) + " of the speakers"))
+    source, tuned = transfer_results(rep, model)
+    if tuned is not None and (here is not None or source is not None):
+        others = [r for r in (here, source) if r is not None]
+        claims.append(Claim(f"{mlabel}: a model of another corpus fine-tuned here beats the "
+                            "model trained here only and the other corpus' model (T9/T10)",
+                            all(tuned.metrics.eer < r.metrics.eer for r in others),
+                            f"EER fine-tuned {_pct(tuned.metrics.eer)}% vs " +
+                            ", ".join(f"{r.system.label} {_pct(r.metrics.eer)}%"
+                                      for r in others)))
+    return claims
+
+
+def _claims_enrollment(rep: Report) -> list[Claim]:
+    claims = []
+    ks = enroll_lists(rep)
+    for system in t8_systems(rep):
+        rs = [rep.of(system, name) for _, name in ks]
         if len(ks) < 2 or any(r is None for r in rs):
             continue
         eers = [r.metrics.eer for r in rs]
-        label = rs[0].system.label
-        claims.append(Claim(f"{label}: EER falls as enrollment utterances go from "
-                            f"{ks[0]} to {ks[-1]} (T8)",
+        claims.append(Claim(f"{system.label}: EER falls as enrollment utterances go from "
+                            f"{ks[0][0]} to {ks[-1][0]} (T8)",
                             all(a > b for a, b in zip(eers, eers[1:])),
                             "EER " + " / ".join(_pct(e) for e in eers) + "% for k = " +
-                            ", ".join(map(str, ks))))
+                            ", ".join(str(k) for k, _ in ks)))
     return claims
+
+
+def check_claims(rep: Report) -> list[Claim]:
+    claims = [_claim_beats_baseline(rep)]
+    claims += [c for m, mlabel in rep.models.items()
+               if (c := _claim_strategy_order(rep, m, mlabel)) is not None]
+    claims.append(_claim_fusion(rep))
+    for model, mlabel in rep.models.items():
+        claims += _claims_studies(rep, model, mlabel)
+    return claims + _claims_enrollment(rep)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -485,10 +628,9 @@ def config_lines(exp: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- the report
 
-def write_report(rep: Report, title: str) -> Path:
-    """``exp/RESULTS.md`` and the PNGs it links, in ``exp/report/``."""
-    exp = rep.exp
-    fig_dir = exp / "report"
+def write_figures(rep: Report) -> tuple[list[Result], list[Result]]:
+    """The DET plots and histograms of the main list; returns (T5/T6 systems, studies)."""
+    fig_dir = rep.exp / FIGURES
     main = [r for (k, t), r in rep.results.items() if t == MAIN_TRIALS]
     # Every system of T5/T6 on one plot; those of stages 11-12 (T7, T9/T10) with the
     # baseline on a second, so that neither has 15 curves.
@@ -502,21 +644,25 @@ def write_report(rep: Report, title: str) -> Path:
         plot_det(base + study, fig_dir / "det_studies.png", det_title + " (stages 11-12)")
     for r in main:
         plot_histogram(r, fig_dir / f"hist_{r.system.key}.png")
+    return det_systems, study
 
+
+def _head_lines(rep: Report, title: str) -> list[str]:
+    main = [r for (k, t), r in rep.results.items() if t == MAIN_TRIALS]
     n_tar, n_non = rep.trial_counts[MAIN_TRIALS]
     anchors = next((r.metrics.num_anchors for r in main if r.metrics.num_anchors), None)
-    lines = [f"# {title}", "",
-             f"Made by `python -m deepspeaker.bin.make_report` on {datetime.datetime.now():%Y-%m-%d %H:%M}, "
-             f"commit {git_commit()}.", "",
-             f"Eval trials `{rep.data / rep.eval_set}/{MAIN_TRIALS}`: {n_tar} target + {n_non} "
-             f"non-target" + (f" ({anchors} anchors, 1 positive + {n_non // max(1, n_tar)} "
-                              "negatives each, paper §4.1)" if anchors else "") + ".  "
-             "EER and ACC in %, minDCF at p_target = 0.01.  Relative reductions as the paper "
-             "computes them: (ref - x) / ref of EER and of the error 1 - ACC.", "",
-             "## T5: i-vector baseline and Deep Speaker, by network and training strategy", ""]
-    lines += table_t5(rep)
-    ref = rep.get("mfcc_stats")
-    cos = rep.get("ivector_cosine")
+    return [f"# {title}", "",
+            f"Made by `python -m deepspeaker.bin.make_report` on {datetime.datetime.now():%Y-%m-%d %H:%M}, "
+            f"commit {git_commit()}.", "",
+            f"Eval trials `{rep.data / rep.eval_set}/{MAIN_TRIALS}`: {n_tar} target + {n_non} "
+            f"non-target" + (f" ({anchors} anchors, 1 positive + {n_non // max(1, n_tar)} "
+                             "negatives each, paper §4.1)" if anchors else "") + ".  "
+            "EER and ACC in %, minDCF at p_target = 0.01.  Relative reductions as the paper "
+            "computes them: (ref - x) / ref of EER and of the error 1 - ACC."]
+
+
+def _reference_lines(rep: Report) -> list[str]:
+    ref, cos = rep.of(rep.find("reference")), rep.of(rep.find("ivector_cosine"))
     extra = []
     if ref is not None:
         extra.append(f"MFCC-stats cosine (no training): EER {_pct(ref.metrics.eer)}%, "
@@ -524,10 +670,15 @@ def write_report(rep: Report, title: str) -> Path:
     if cos is not None:
         extra.append(f"i-vector with cosine instead of PLDA: EER {_pct(cos.metrics.eer)}%, "
                      f"ACC {_pct(cos.metrics.acc)}%")
-    if extra:
-        lines += ["", "Reference rows: " + "; ".join(extra) + "."]
-    lines += ["", f"## T6: fusion of {' + '.join(rep.fusion_members) or 'ResCNN + GRU'}", ""]
-    lines += table_t6(rep)
+    return ["", "Reference rows: " + "; ".join(extra) + "."] if extra else []
+
+
+def _table_lines(rep: Report) -> list[str]:
+    """T5, T6, T8, the other trial lists, T7, T9/T10."""
+    lines = ["", "## T5: i-vector baseline and Deep Speaker, by network and training strategy", ""]
+    lines += table_t5(rep) + _reference_lines(rep)
+    fused = " + ".join(rep.fusion_members) or " + ".join(rep.models.values())
+    lines += ["", f"## T6: fusion of {fused}", ""] + table_t6(rep)
     lines += ["", "Embedding fusion: per utterance, the sum of the unit embeddings, renormalised, "
               "then cosine.  Score fusion: each system's scores z-normalised over all its "
               "trials, then added (paper §5.1.3).", "",
@@ -536,36 +687,63 @@ def write_report(rep: Report, title: str) -> Path:
     lines += ["", "A k-utterance model averages the unit embeddings of k enrollment utterances and "
               "renormalises (i-vector: PLDA with k utterances).  The same anchors are scored for "
               "every k."]
+    if other_lists(rep):
+        lines += ["", f"## Other trial lists of `{rep.data / rep.eval_set}`", "",
+                  "The lists a data prep wrote beside the paper's (e.g. VoxCeleb1-O/E/H, "
+                  "CN-Celeb).  ACC is n/a where a list is not 1 positive + N negatives per "
+                  "anchor; trial counts are those scored (skipped trials left out)."]
+        lines += table_other_lists(rep)
     t7, tr = table_t7(rep), table_transfer(rep)
     if t7:
         lines += ["", "## T7: training-set size (nested seeded subsets of the training speakers)",
                   ""] + t7
     if tr:
         lines += ["", "## T9/T10: transfer from another corpus (triplet fine-tuning)", ""] + tr
-    lines += ["", "## The paper's claims on this corpus", "",
-              "| claim | held? | numbers |", "|---|---|---|"]
+    return lines
+
+
+def _claim_lines(rep: Report) -> list[str]:
+    lines = ["", "## The paper's claims on this corpus", "",
+             "| claim | held? | numbers |", "|---|---|---|"]
     for c in check_claims(rep):
         verdict = {True: "**held**", False: "**not held**", None: "not checked"}[c.held]
         lines.append(f"| {c.text} | {verdict} | {c.evidence} |")
+    return lines
+
+
+def _figure_lines(rep: Report, det_systems: list[Result], study: list[Result]) -> list[str]:
+    lines = []
     if det_systems:
-        lines += ["", "## DET curves and score histograms", "", "![DET curves](report/det.png)", ""]
+        main = [r for (k, t), r in rep.results.items() if t == MAIN_TRIALS]
+        lines += ["", "## DET curves and score histograms", "",
+                  f"![DET curves]({FIGURES}/det.png)", ""]
         if study:
-            lines += ["![DET curves of stages 11-12](report/det_studies.png)", ""]
-        lines.append(" ".join(f"[{r.system.label}](report/hist_{r.system.key}.png)" for r in main))
+            lines += [f"![DET curves of stages 11-12]({FIGURES}/det_studies.png)", ""]
+        lines.append(" ".join(f"[{r.system.label}]({FIGURES}/hist_{r.system.key}.png)"
+                              for r in main))
     skipped = [(r.path, r.skipped) for r in rep.results.values() if r.skipped]
     if skipped:
         lines += ["", "Trials left out (utterances without a vector, listed in `*.skipped`): " +
                   "; ".join(f"`{p}` {n}" for p, n in skipped) + "."]
+    return lines
+
+
+def write_report(rep: Report, title: str) -> Path:
+    """``exp/RESULTS.md`` and the PNGs it links, in ``exp/report/``."""
+    det_systems, study = write_figures(rep)
+    lines = _head_lines(rep, title) + _table_lines(rep) + _claim_lines(rep)
+    lines += _figure_lines(rep, det_systems, study)
     lines += ["", "## Corpus", ""] + corpus_lines(rep.data)
     lines += ["", "## Trial lists", "", "| list | target | non-target |", "|---|---|---|"]
     lines += [f"| {n} | {t} | {nt} |" for n, (t, nt) in rep.trial_counts.items()]
-    lines += ["", "## Configs (as saved beside each experiment)", ""] + config_lines(exp)
-    out = exp / "RESULTS.md"
+    lines += ["", "## Configs (as saved beside each experiment)", ""] + config_lines(rep.exp)
+    out = rep.exp / "RESULTS.md"
     with atomic_write(out) as f:
         f.write("\n".join(lines).rstrip() + "\n")
     return out
 
 
-__all__ = ["Claim", "Report", "Result", "System", "check_claims", "collect", "known_systems",
-           "plot_det", "plot_histogram", "rel_reduction", "table_t5", "table_t6", "table_t8",
-           "write_report"]
+__all__ = ["BASELINE_LABEL", "Claim", "Report", "Result", "STRATEGY_LABELS", "System",
+           "check_claims", "collect", "evaluate", "model_labels", "plot_det", "plot_histogram",
+           "read_systems", "rel_reduction", "table_other_lists", "table_t5", "table_t6",
+           "table_t7", "table_t8", "table_transfer", "write_report"]
