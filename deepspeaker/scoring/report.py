@@ -279,6 +279,14 @@ def _row_metrics(r: Result | None) -> list[str]:
     return [_pct(r.metrics.eer), f"{r.metrics.min_dcf:.4f}", _pct(r.metrics.acc)]
 
 
+def _reductions(ref: Result | None, r: Result | None) -> list[str]:
+    """The two relative-reduction cells of ``r`` against ``ref`` (empty when either is missing)."""
+    if ref is None or r is None:
+        return ["", ""]
+    return [_rel(rel_reduction(ref.metrics.eer, r.metrics.eer)),
+            _rel(rel_reduction(_err(ref.metrics), _err(r.metrics)))]
+
+
 BASELINE_LABEL = "i-vector + PLDA (baseline)"
 
 
@@ -292,12 +300,7 @@ def table_t5(rep: Report) -> list[str]:
         if any(r is not None for _, r in by_strategy):  # a network never trained: no rows
             rows += by_strategy
     for i, (label, r) in enumerate(rows):
-        cells = [label] + _row_metrics(r)
-        if i == 0 or r is None or base is None:
-            cells += ["", ""]
-        else:
-            cells += [_rel(rel_reduction(base.metrics.eer, r.metrics.eer)),
-                      _rel(rel_reduction(_err(base.metrics), _err(r.metrics)))]
+        cells = [label] + _row_metrics(r) + (["", ""] if i == 0 else _reductions(base, r))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -325,12 +328,7 @@ def table_t6(rep: Report) -> list[str]:
     for label, r in fusion_inputs(rep) + fused:
         if best is not None and r is best:
             label += " (best single)"
-        cells = [label] + _row_metrics(r)
-        if r is None or best is None or r is best:
-            cells += ["", ""]
-        else:
-            cells += [_rel(rel_reduction(best.metrics.eer, r.metrics.eer)),
-                      _rel(rel_reduction(_err(best.metrics), _err(r.metrics)))]
+        cells = [label] + _row_metrics(r) + (["", ""] if r is best else _reductions(best, r))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
