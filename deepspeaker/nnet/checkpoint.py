@@ -157,19 +157,20 @@ def remove_stale_temps(paths) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """The dict saved in ``path``; any file that is not one is a DeepSpeakerError naming it."""
+    not_torch = "truncated, or not a file torch.save wrote"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DeepSpeakerError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError as e:
-        # torch's message advises weights_only=False, i.e. running the file's code: no.
+        # torch's own message advises weights_only=False, i.e. running the file's code: no.
         what = ("it holds objects other than tensors, numbers, strings, lists and dicts"
-                if "weights only" in str(e).lower() else "not a file torch.save wrote")
+                if "unsupported global" in str(e).lower() else not_torch)
         raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint ({what}); "
                                f"it will not be loaded") from None
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError, OSError):
-        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint (truncated, or not a file "
-                               f"torch.save wrote); it will not be loaded") from None
+        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint ({not_torch}); "
+                               f"it will not be loaded") from None
     if not isinstance(ckpt, dict):
         raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint (it holds a "
                                f"{type(ckpt).__name__}, not a dict); it will not be loaded")

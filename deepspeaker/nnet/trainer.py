@@ -93,8 +93,7 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
     saved = resumable_checkpoint(exp_dir, sig)
     if saved is not None and TrainState.from_checkpoint(saved).finished(config):
         logger.info("%s is up to date (same config and data): nothing to do", exp_dir)
-        state = TrainState.from_checkpoint(saved)
-        return finish(exp_dir, info, state, state.finished(config))
+        return finish(config, exp_dir, info, TrainState.from_checkpoint(saved))
     run = build_run(config, train_dir, dev_dir, exp_dir, info, sig)
     state = resume(run, saved) if saved is not None else init(run)
     start(run, state)
@@ -106,7 +105,7 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
     finally:
         if run.progress is not None:
             run.progress.close()
-    return finish(exp_dir, info, state, state.finished(config))
+    return finish(config, exp_dir, info, state)
 
 
 # --------------------------------------------------------------------------- building
@@ -347,8 +346,9 @@ def end_of_epoch(run: TrainingRun, state: TrainState) -> None:
         write_train_log(run.exp_dir / "train_log.tsv", state.history)
 
 
-def finish(exp_dir: Path, info: DistInfo, state: TrainState, status: str) -> dict:
+def finish(config: TrainConfig, exp_dir: Path, info: DistInfo, state: TrainState) -> dict:
     """Make sure best.pt exists, wait for every rank, log the outcome; the summary dict."""
+    status = state.finished(config)
     last_path, best_path = exp_dir / "last.pt", exp_dir / "best.pt"
     if is_main(info) and not best_path.exists() and last_path.exists():
         save_checkpoint(best_path, load_checkpoint(last_path))
