@@ -12,9 +12,10 @@ batch shape:
   steps stay inside one epoch, so no checkpoint or epoch-end work falls in the timed
   steps.  The time of each step is taken from the trainer's own periodic log records
   (``log_every_steps=1``: one record per step, stamped when the step is done).
-* ``bare``: the same network (``SoftmaxClassifier`` / ``TripletNet`` from
-  ``build_model``) with the same SGD optimizer, a pre-built batch already on the
-  device, ``zero_grad`` + forward + a trivial loss + backward + ``step``.
+* ``bare``: the same network (``SoftmaxClassifier`` / ``TripletNet`` of
+  :mod:`deepspeaker.nnet.objectives` around ``build_model``) with the same SGD
+  optimizer, a pre-built batch already on the device, ``zero_grad`` + forward + a
+  trivial loss + backward + ``step``.
 
 Each is warmed up for ``--warmup`` steps, then ``--steps`` steps are timed one by one
 and the median step time is kept (the median resists bursts of load from other
@@ -50,11 +51,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepspeaker.nnet import trainer as trainer_mod  # noqa: E402
+from deepspeaker.nnet.config import resolve_speed_settings, train_config_from_dict  # noqa: E402
 from deepspeaker.nnet.data import FeatureSet  # noqa: E402
 from deepspeaker.nnet.distributed import DistInfo  # noqa: E402
 from deepspeaker.nnet.models import build_model  # noqa: E402
-from deepspeaker.nnet.trainer import (SoftmaxClassifier, TripletNet,  # noqa: E402
-                                      resolve_speed_settings, train, train_config_from_dict)
+from deepspeaker.nnet.objectives import SoftmaxClassifier, TripletNet  # noqa: E402
+from deepspeaker.nnet.trainer import train  # noqa: E402
 
 NUM_BINS = 64
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepspeaker.nnet.distributed import (DistInfo, all_gather_with_grad, all_reduce_mean, barrier,
-                                          cleanup, init_distributed, is_main, rank_log_file)
+                                          broadcast_from_main, cleanup, init_distributed, is_main,
+                                          rank_log_file)
 from deepspeaker.nnet.triplet import GlobalTripletLoss
 
 WORLD = 2
@@ -28,6 +29,7 @@ PAIRS = 8           # global batch of AP pairs; each rank gets PAIRS // WORLD
 IN_DIM, EMB_DIM = 10, 8
 LR, MOMENTUM = 0.05, 0.99   # paper §4.3
 STEPS = 2
+F32_VALUES = (0.1, 0.7)   # one per rank; not exact in float32
 
 
 def make_pairs(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,6 +111,12 @@ def main(out_dir: str) -> None:
 
     # all_reduce_mean of the rank ids: (0 + 1) / 2.
     out["mean_rank"] = all_reduce_mean(torch.tensor(float(info.rank)), info)
+    # Of float32 losses (what the trainer logs): summed in float64, then / world_size.
+    out["mean_f32"] = all_reduce_mean(torch.tensor(F32_VALUES[info.rank], dtype=torch.float32), info)
+    out["mean_f64"] = all_reduce_mean(torch.tensor(F32_VALUES[info.rank], dtype=torch.float64), info)
+    out["mean_py"] = all_reduce_mean(F32_VALUES[info.rank], info)
+    # broadcast_from_main: what rank 0 alone computed (the dev EER), on every rank.
+    out["broadcast"] = broadcast_from_main(0.25 if is_main(info) else float("nan"), info)
 
     # all_gather_with_grad with uneven row counts (2 on rank 0, 3 on rank 1): the gathered
     # tensor is every rank's rows in order; d(sum(w * y))/dx is w on the local rows only.

@@ -29,6 +29,7 @@ from deepspeaker.nnet.distributed import (
     all_gather_with_grad,
     all_reduce_mean,
     barrier,
+    broadcast_from_main,
     cleanup,
     init_distributed,
     is_main,
@@ -76,6 +77,7 @@ def test_single_rank_is_the_same_code_path_without_a_group(one_rank, tmp_path):
     assert all_gather_with_grad(x, info) is x
     assert all_gather_cat(x, info) is x
     assert all_reduce_mean(2.5, info) == 2.5 and all_reduce_mean(torch.tensor(1.5), info) == 1.5
+    assert broadcast_from_main(0.25, info) == 0.25
     barrier(info)
     cleanup(info)
     assert rank_log_file(tmp_path, info) == tmp_path / "train.rank0.log"
@@ -110,6 +112,11 @@ def test_torchrun_environment(ranks):
         assert seen["is_main"] == (r == 0)
         assert seen["log_file"].endswith(f"train.rank{r}.log")
         assert seen["mean_rank"] == 0.5
+        # The float64 sum of the ranks' float32 values, / world_size: the trainer's logged mean.
+        f32 = [float(torch.tensor(v, dtype=torch.float32)) for v in W.F32_VALUES]
+        assert seen["mean_f32"] == (f32[0] + f32[1]) / 2 != sum(W.F32_VALUES) / 2
+        assert seen["mean_f64"] == seen["mean_py"] == (W.F32_VALUES[0] + W.F32_VALUES[1]) / 2
+        assert seen["broadcast"] == 0.25
 
 
 def test_all_gather_with_grad_keeps_the_local_slice(ranks):

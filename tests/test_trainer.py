@@ -18,6 +18,7 @@ import yaml
 from torchrun_launch import run_torchrun
 
 from deepspeaker.bin import train_embedding
+from deepspeaker.marker import StageRefused
 from deepspeaker.data.ark import write_ark_scp
 from deepspeaker.nnet.data import BatchPlan, FeatureSet
 from deepspeaker.nnet.distributed import init_distributed
@@ -124,9 +125,9 @@ def test_resume_matches_straight_run(data, tmp_path):
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert a["global_step"] == b["global_step"] == total
     assert (a["epoch"], a["step_in_epoch"]) == (b["epoch"], b["step_in_epoch"]) == (1, 2)
-    for part in ("model", "head"):
-        for key, value in a[part].items():
-            assert torch.allclose(value.float(), b[part][key].float(), atol=RESUME_TOL, rtol=0), key
+    for part_a, part_b in ((a["model"], b["model"]), (a["objective"]["head"], b["objective"]["head"])):
+        for key, value in part_a.items():
+            assert torch.allclose(value.float(), part_b[key].float(), atol=RESUME_TOL, rtol=0), key
     momenta_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
     momenta_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
     assert all(torch.allclose(x, y, atol=RESUME_TOL, rtol=0) for x, y in zip(momenta_a, momenta_b))
@@ -169,7 +170,8 @@ def test_triplet_stage_from_softmax_checkpoint(data, tmp_path):
     assert all(0.0 <= float(r["prob_hard"]) <= 1.0 for r in rows)
     assert "prob_hard" in (trip / "log" / "train.rank0.log").read_text()
     ckpt = load_checkpoint(trip / "last.pt")
-    assert ckpt["head"] is None and ckpt["triplet_rng"] is not None
+    assert ckpt["objective"]["stage"] == "triplet" and "head" not in ckpt["objective"]
+    assert ckpt["objective"]["generator"].dtype == torch.uint8
     assert ckpt["train_config"]["init"] == str(soft / "best.pt")
     # The triplet run started from the softmax weights, not from scratch.
     start = load_checkpoint(soft / "best.pt")["model"]
@@ -252,7 +254,7 @@ def test_resume_with_another_config_is_refused(data, tmp_path):
     exp = tmp_path / "exp"
     info = init_distributed("cpu")
     train(train_config_from_dict(base_config(epochs=1)), train_dir, None, exp, info, max_steps=1)
-    with pytest.raises(ConfigError, match="differs in batch_size"):
+    with pytest.raises(StageRefused, match=f"made from another config.batch_size .*rm -r {exp} "):
         train(train_config_from_dict(base_config(epochs=1, batch_size=8)), train_dir, None, exp, info)
     # Logging and checkpoint cadence may change on a restart.
     state = train(train_config_from_dict(base_config(epochs=1, log_every_steps=3)), train_dir, None,

@@ -11,7 +11,11 @@ N ranks (gloo on CPU, nccl on GPU)::
         [--init exp/rescnn_softmax/best.pt] data/train data/dev exp/<tag>
 
 Writes exp/<tag>/{config.yaml,last.pt,best.pt,train_log.tsv} (rank 0 only) and one log
-per rank under exp/<tag>/log/.  Rerunning the same command continues from last.pt.
+per rank under exp/<tag>/log/.  Rerunning the same command continues from last.pt, or
+does nothing when training has finished.  A rerun with another config (other than
+device, amp, channels_last, max_memory_gb, save/log_every_steps), other training or
+dev data or another --init checkpoint is refused, naming what differs: to train
+again, ``rm -r exp/<tag>`` and rerun.
 """
 
 from __future__ import annotations

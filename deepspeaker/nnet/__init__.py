@@ -7,21 +7,40 @@ in the one table ``MODELS`` and built with ``build_model(name, **options)``;
 checkpoint of another architecture or width.
 Triplet loss (``triplet``): cosine triplet loss with hard negatives mined over the
 whole batch across ranks (§3.3).
-Distributed (``distributed``): torchrun environment, gloo/nccl, gathers across ranks.
-Training (``trainer``, data in ``data``): softmax pre-training and triplet fine-tuning
-with resumable checkpoints (§3.4, §4.3).
+Distributed (``distributed``): torchrun environment, gloo/nccl, gathers and means
+across ranks.
+Training (§3.4, §4.3): the loop (``trainer``) over the training data (``data``), one
+objective per stage (``objectives``: softmax, triplet), resumable checkpoints with
+the signature of what made them (``checkpoint``), and the training config that
+extraction reads too (``config``).  Extraction (``extract``) imports the config and
+checkpoint modules, never the training loop.
 
 Each module's public names are imported below, one block per module; a new module
 adds its own ``from deepspeaker.nnet.<module> import ...`` block and its names to
 ``__all__``.
 """
 
+from deepspeaker.nnet.checkpoint import (
+    EpochStats,
+    TrainState,
+    load_checkpoint,
+    load_init,
+    save_checkpoint,
+)
+from deepspeaker.nnet.config import (
+    RUN_SETTINGS,
+    TrainConfig,
+    resolve_speed_settings,
+    train_config_from_dict,
+)
 from deepspeaker.nnet.distributed import (
     DistInfo,
     DistributedError,
     all_gather_cat,
     all_gather_with_grad,
+    all_reduce_mean,
     barrier,
+    broadcast_from_main,
     cleanup,
     init_distributed,
     is_main,
@@ -39,12 +58,17 @@ from deepspeaker.nnet.models import (
     model_from_config,
     num_parameters,
 )
+from deepspeaker.nnet.objectives import (
+    OBJECTIVES,
+    Objective,
+    SoftmaxObjective,
+    TripletObjective,
+    build_objective,
+)
 from deepspeaker.nnet.trainer import (
-    TrainConfig,
+    dev_eer,
     embed_utterances,
-    load_checkpoint,
     train,
-    train_config_from_dict,
 )
 from deepspeaker.nnet.triplet import (
     MARGIN,
@@ -55,12 +79,25 @@ from deepspeaker.nnet.triplet import (
 )
 
 __all__ = [
+    # checkpoint
+    "EpochStats",
+    "TrainState",
+    "load_checkpoint",
+    "load_init",
+    "save_checkpoint",
+    # config
+    "RUN_SETTINGS",
+    "TrainConfig",
+    "resolve_speed_settings",
+    "train_config_from_dict",
     # distributed
     "DistInfo",
     "DistributedError",
     "all_gather_cat",
     "all_gather_with_grad",
+    "all_reduce_mean",
     "barrier",
+    "broadcast_from_main",
     "cleanup",
     "init_distributed",
     "is_main",
@@ -76,12 +113,16 @@ __all__ = [
     "conv_output_length",
     "model_from_config",
     "num_parameters",
+    # objectives
+    "OBJECTIVES",
+    "Objective",
+    "SoftmaxObjective",
+    "TripletObjective",
+    "build_objective",
     # trainer
-    "TrainConfig",
+    "dev_eer",
     "embed_utterances",
-    "load_checkpoint",
     "train",
-    "train_config_from_dict",
     # triplet
     "MARGIN",
     "GlobalTripletLoss",

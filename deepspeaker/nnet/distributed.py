@@ -15,6 +15,10 @@ to its own file (:func:`rank_log_file`) so that logs never interleave.
 loss (paper §3.3) is built on: every rank sees the whole batch, and gradients flow
 back only into the rows this rank computed.  See ``deepspeaker/nnet/triplet.py`` for
 why that, summed over ranks, is exactly the single-process gradient.
+
+:func:`all_reduce_mean` is the one mean over ranks (float64 sum / world_size) of the
+statistics the trainer logs; :func:`broadcast_from_main` hands every rank what rank 0
+alone computed (the dev EER).
 """
 
 from __future__ import annotations
@@ -243,6 +247,19 @@ def all_reduce_mean(value: float | torch.Tensor, info: DistInfo) -> float:
     t = torch.as_tensor(value, dtype=torch.float64).reshape(1).to(info.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / info.world_size
+
+
+def broadcast_from_main(value, info: DistInfo):
+    """Rank 0's ``value`` (any picklable object) on every rank; ``value`` itself with one rank.
+
+    For results only rank 0 computes, such as the dev EER, that every rank must act on
+    the same way (best checkpoint, early stopping).
+    """
+    if not info.distributed:
+        return value
+    obj = [value]
+    dist.broadcast_object_list(obj, src=0)
+    return obj[0]
 
 
 def rank_log_file(log_dir: str | os.PathLike, info: DistInfo, name: str = "train") -> Path:

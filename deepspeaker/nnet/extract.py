@@ -19,14 +19,15 @@ network in eval mode, temporal average over the valid frames, affine, unit lengt
   padding does not leak in; ~1e-7).
 * **Bad utterances lose nothing else.**  One that cannot be read or has no voiced
   frame is listed with the reason in ``<out>/failed`` and skipped; the rest are
-  written.  ``embedding.ark`` + ``.scp`` appear atomically (temp + rename), and a
-  ``.done`` record of the checkpoint and options makes a rerun a no-op.
+  written.  ``embedding.ark`` + ``.scp`` appear atomically (temp + rename).
+* **Reruns** follow the one rerun rule (:mod:`deepspeaker.marker`): the marker
+  ``<out>/.embedding.done`` holds the signature of the checkpoint, the data dir's
+  feats.scp, vad.scp and utt2spk, and ``max_frames``; the same signature does
+  nothing, another extracts again (nothing trained is lost by redoing it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -41,10 +42,12 @@ import torch
 from ..data import DataDir
 from ..data.ark import ArkWriter
 from ..features import prepare_features
+from ..marker import Marker, signature
 from ..utils import ConfigError, DeepSpeakerError, atomic_write, load_yaml
+from .checkpoint import load_checkpoint
+from .config import train_config_from_dict
 from .data import pad_batch
 from .models import EmbeddingNet, check_compatible, model_from_config
-from .trainer import load_checkpoint, train_config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +162,14 @@ def embed_block(model: EmbeddingNet, block: list[tuple[str, np.ndarray]], opts: 
     return out
 
 
-def _signature(ckpt_path: Path, data_dir: Path, opts: ExtractOptions) -> str:
-    st = ckpt_path.stat()
-    h = hashlib.sha1()
-    for name in ("feats.scp", "vad.scp", "utt2spk"):
-        p = data_dir / name
-        if p.is_file():
-            h.update(p.read_bytes())
-    return json.dumps({"checkpoint": str(ckpt_path.resolve()), "size": st.st_size,
-                       "mtime_ns": st.st_mtime_ns, "data": h.hexdigest(),
-                       "max_frames": opts.max_frames}, sort_keys=True)
+def extraction_signature(ckpt_path: Path, data_dir: Path, opts: ExtractOptions) -> dict:
+    """What the embeddings are made from: the checkpoint, the data dir's files, ``max_frames``.
+
+    ``batch_size`` and ``device`` change only float rounding and speed: not part of it.
+    """
+    inputs = [ckpt_path.resolve()] + [data_dir.resolve() / name
+                                      for name in ("feats.scp", "vad.scp", "utt2spk")]
+    return signature(inputs=inputs, options={"max_frames": opts.max_frames})
 
 
 def extract_embeddings(exp_dir: str | os.PathLike, data_dir: str | os.PathLike,
@@ -187,17 +188,17 @@ def extract_embeddings(exp_dir: str | os.PathLike, data_dir: str | os.PathLike,
     data = DataDir.load(data_dir)
     if data.feats_scp is None:
         raise DeepSpeakerError(f"{data_dir}/feats.scp: missing; run the fbank stage first")
-    signature = _signature(ckpt_path, data_dir, opts)
-    done = out_dir / ".embedding.done"
+    sig = extraction_signature(ckpt_path, data_dir, opts)
+    done = Marker(out_dir / ".embedding.done")
     scp = out_dir / "embedding.scp"
-    if not force and done.is_file() and scp.is_file() and done.read_text() == signature:
+    if not force and scp.is_file() and done.matches(sig):
         logger.info("%s: up to date (%s, %s)", scp, ckpt_path, data_dir)
         return {"skipped": True, "num_done": None, "failed": {}}
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     out_dir.mkdir(parents=True, exist_ok=True)
-    done.unlink(missing_ok=True)
+    done.clear()
     failed: dict[str, str] = {}
     num_done = 0
     logger.info("embedding %d utterances of %s with %s (%s) on %s, chunks of <= %d frames",
@@ -230,11 +231,10 @@ def extract_embeddings(exp_dir: str | os.PathLike, data_dir: str | os.PathLike,
                        len(failed), len(data.utts), failed_path)
     else:
         failed_path.unlink(missing_ok=True)
-    with atomic_write(done) as f:
-        f.write(signature)
+    done.write(sig)
     logger.info("%s: %d embeddings", scp, num_done)
     return {"skipped": False, "num_done": num_done, "failed": failed}
 
 
-__all__ = ["ExtractOptions", "embed_block", "extract_embeddings", "load_embedder",
-           "resolve_device", "split_chunks"]
+__all__ = ["ExtractOptions", "embed_block", "extract_embeddings", "extraction_signature",
+           "load_embedder", "resolve_device", "split_chunks"]

@@ -1,0 +1,271 @@
+"""Training checkpoints: what they hold, how they are written and read, what made them.
+
+A checkpoint (``last.pt``, ``best.pt``) is a dict that ``torch.load(weights_only=True)``
+reads, because it holds only tensors, numbers, strings, lists and dicts:
+
+* ``model`` and ``model_config``: the embedding network's weights (float32, default
+  layout whatever the run used) and architecture; extraction and ``init`` read only
+  these two;
+* ``optimizer``, ``rng`` (torch, numpy and Python generators) and ``objective`` (the
+  stage's own state: the softmax head and speaker list, the triplet miner's
+  generator), so that a resume continues bit for bit;
+* the fields of :class:`TrainState` at the top level (epoch, step, best dev EER,
+  history, the running :class:`EpochStats`);
+* ``train_config`` and ``signature``: the config it ran with and the signature of
+  what made the experiment (:func:`experiment_signature`).  A resume with another
+  signature is refused (:func:`check_signature`): training again over a trained model
+  would destroy it, so the force command is to remove the experiment dir.
+
+Writes are atomic (temp file + rename, :func:`save_checkpoint`); a file that is not a
+checkpoint, or is half written, is refused with one message naming it
+(:func:`load_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import pickle
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepspeaker.marker import Marker, StageRefused, file_digest, signature
+from deepspeaker.nnet.config import TrainConfig
+from deepspeaker.nnet.models import check_compatible
+from deepspeaker.utils import ConfigError, DeepSpeakerError
+
+logger = logging.getLogger(__name__)
+
+# 2: named epoch statistics, the objective's state under "objective", the signature.
+CHECKPOINT_VERSION = 2
+# The files of a data dir that decide what training learns from it.
+DATA_FILES = ("feats.scp", "vad.scp", "utt2spk")
+
+
+@dataclass
+class EpochStats:
+    """Running sums over the steps of the current epoch (reset at each epoch end)."""
+
+    loss_sum: float = 0.0
+    prob_hard_sum: float = 0.0
+    steps: int = 0
+    steps_at_margin: int = 0   # triplet steps whose loss per anchor sat at the margin
+
+    def add(self, stats: Mapping[str, float], at_margin: bool) -> None:
+        self.loss_sum += stats["loss"]
+        self.prob_hard_sum += stats.get("prob_hard", 0.0)
+        self.steps += 1
+        if at_margin:
+            self.steps_at_margin += 1
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.steps)
+
+    def mean_prob_hard(self) -> float:
+        return self.prob_hard_sum / max(1, self.steps)
+
+
+@dataclass
+class TrainState:
+    """Where training is: saved in every checkpoint, restored on resume.
+
+    ``history`` has one row per finished epoch, the columns of ``train_log.tsv``:
+    epoch, global step, mean loss, mean prob_hard (None for softmax), dev EER (None
+    without a dev set).
+    """
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_eer: float = math.inf
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    epoch_stats: EpochStats = field(default_factory=EpochStats)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> "TrainState":
+        return cls(epoch=ckpt["epoch"], step_in_epoch=ckpt["step_in_epoch"],
+                   global_step=ckpt["global_step"], best_eer=ckpt["best_eer"],
+                   bad_epochs=ckpt["bad_epochs"], history=[list(r) for r in ckpt["history"]],
+                   epoch_stats=EpochStats(**ckpt["epoch_stats"]))
+
+    def finished(self, config: TrainConfig) -> str | None:
+        """"completed", "stopped early" or None (more epochs to train)."""
+        if self.epoch >= config.epochs:
+            return "completed"
+        if config.early_stopping_patience and self.bad_epochs >= config.early_stopping_patience:
+            return "stopped early"
+        return None
+
+
+def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer,
+                        objective_state: Mapping[str, Any], config: TrainConfig,
+                        sig: Mapping[str, Any], state: TrainState) -> dict:
+    """The checkpoint of a training run at ``state`` (see the module docstring)."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        # contiguous: the default layout, whatever channels_last this run used
+        "model": contiguous(model.state_dict()),
+        "model_config": model.config(),
+        "optimizer": contiguous(optimizer.state_dict()),
+        "rng": rng_state(),
+        "objective": dict(objective_state),
+        "train_config": config.to_dict(),
+        "signature": dict(sig),
+        **state.to_dict(),
+    }
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
+    """torch.save to a temp file beside ``path``, then rename (a kill never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(dict(checkpoint), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def remove_stale_temps(paths) -> None:
+    """Delete the temp files of :func:`save_checkpoint` left beside ``paths`` by killed runs.
+
+    A kill (SIGKILL, OOM killer, node loss) inside save_checkpoint skips its cleanup
+    and leaves ".last.pt.tmp<pid>": a dead process's half-written checkpoint.
+    """
+    stale = sorted(t for p in map(Path, paths) for t in p.parent.glob(f".{p.name}.tmp*"))
+    for tmp in stale:
+        logger.warning("removing %s, left by a run killed while writing a checkpoint", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The dict saved in ``path``; any file that is not one is a DeepSpeakerError naming it."""
+    not_torch = "truncated, or not a file torch.save wrote"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DeepSpeakerError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError as e:
+        # torch's own message advises weights_only=False, i.e. running the file's code: no.
+        what = ("it holds objects other than tensors, numbers, strings, lists and dicts"
+                if "unsupported global" in str(e).lower() else not_torch)
+        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint ({what}); "
+                               f"it will not be loaded") from None
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError, OSError):
+        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint ({not_torch}); "
+                               f"it will not be loaded") from None
+    if not isinstance(ckpt, dict):
+        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint (it holds a "
+                               f"{type(ckpt).__name__}, not a dict); it will not be loaded")
+    return ckpt
+
+
+def load_init(path: str | os.PathLike, model: nn.Module) -> None:
+    """Start ``model`` from the embedding weights of another experiment's checkpoint."""
+    ckpt = load_checkpoint(path)
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise ConfigError(f"{path}: not a training checkpoint (no 'model' / 'model_config')")
+    check_compatible(ckpt["model_config"], model.config(), path)
+    model.load_state_dict(ckpt["model"])
+    logger.info("initialised the embedding network from %s (stage %s, epoch %s)", path,
+                ckpt.get("train_config", {}).get("stage", "?"), ckpt.get("epoch", "?"))
+
+
+# --------------------------------------------------------------------------- what made it
+
+
+def experiment_signature(config: TrainConfig, train_dir, dev_dir) -> dict:
+    """The signature (:mod:`deepspeaker.marker`) of what an experiment learns from.
+
+    The config without its run settings, the :data:`DATA_FILES` of the training and
+    (when used) the dev data, and the ``init`` checkpoint.  Inputs are keyed by role,
+    not path, so the same data named by another path is the same experiment.
+    """
+    sig = signature(config=config.without_run_settings())
+    dirs = {"train": train_dir}
+    if config.dev.enabled and dev_dir is not None:
+        dirs["dev"] = dev_dir
+    sig["inputs"] = {f"{role}/{name}": file_digest(Path(d) / name)
+                     for role, d in dirs.items() for name in DATA_FILES}
+    if config.init:
+        sig["inputs"]["init"] = file_digest(config.init)
+    return sig
+
+
+class _Recorded(Marker):
+    """The signature a checkpoint records, read through :class:`Marker`'s comparisons."""
+
+    def __init__(self, path: Path, recorded: Mapping[str, Any]):
+        super().__init__(path)
+        self._recorded = dict(recorded)
+
+    def read(self) -> dict:
+        return self._recorded
+
+
+def check_signature(ckpt: Mapping[str, Any], sig: Mapping[str, Any], path: Path,
+                    exp_dir: Path) -> None:
+    """Refuse to continue checkpoint ``path`` of ``exp_dir`` unless it was made from ``sig``."""
+    force = f"rm -r {exp_dir} and rerun"
+    if "signature" not in ckpt:
+        raise StageRefused(f"{exp_dir} was trained by an older deepspeaker (checkpoint version "
+                           f"{ckpt.get('version', '?')} in {path} records no signature); it is "
+                           f"kept. To redo it: {force}")
+    recorded = _Recorded(path, ckpt["signature"])
+    if not recorded.matches(sig):
+        raise recorded.refuse(sig, str(exp_dir), force)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def rng_state() -> dict:
+    """The torch, numpy and Python global generators, as tensors and plain values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                      int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [py_state[0], list(py_state[1]), py_state[2]]}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def contiguous(tree):
+    """``tree`` (dicts / lists of tensors and plain values) with every tensor in the default layout."""
+    if isinstance(tree, torch.Tensor):
+        return tree.contiguous()
+    if isinstance(tree, dict):
+        return {k: contiguous(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(contiguous(v) for v in tree)
+    return tree
+
+
+__all__ = ["CHECKPOINT_VERSION", "DATA_FILES", "EpochStats", "TrainState", "check_signature",
+           "contiguous", "experiment_signature", "load_checkpoint", "load_init",
+           "remove_stale_temps", "rng_state", "save_checkpoint", "set_rng_state",
+           "training_checkpoint"]
