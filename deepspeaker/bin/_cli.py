@@ -68,7 +68,7 @@ def outputs_are_current(marker: Marker, sig: Mapping, outputs: Iterable[str | os
 
 def model_is_current(marker: Marker, sig: Mapping, outputs: Iterable[str | os.PathLike],
                      what: str, exp: str | os.PathLike) -> bool:
-    """True when the trained ``outputs`` exist and were made from ``sig``; False when one is missing.
+    """True when trained ``outputs`` exist and were made from ``sig``; False when one is missing.
 
     A model that exists but was made from another signature (or has no record of
     what made it) is not overwritten: StageRefused names what changed and the

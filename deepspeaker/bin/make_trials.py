@@ -43,7 +43,8 @@ def enroll_counts(text: str) -> list[int]:
     try:
         counts = sorted({int(k) for k in text.split(",") if k.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
+                                         ) from None
     if counts and counts[0] < 1:
         raise argparse.ArgumentTypeError(f"enrollment counts must be >= 1, got {text!r}")
     return counts

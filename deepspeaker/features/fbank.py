@@ -202,8 +202,9 @@ def mel_filterbank(opts: FbankOptions) -> np.ndarray:
     empty = np.flatnonzero(~(weights > 0).any(axis=0))
     if empty.size:
         raise SizeMismatchError(f"mel bin(s) {empty.tolist()} cover no FFT bin: num_mel_bins="
-                                f"{opts.num_mel_bins} is too large for a {opts.padded_length}-point "
-                                f"FFT between {opts.low_freq:g} and {opts.effective_high_freq:g} Hz")
+                                f"{opts.num_mel_bins} is too large for a "
+                                f"{opts.padded_length}-point FFT between {opts.low_freq:g} and "
+                                f"{opts.effective_high_freq:g} Hz")
     return np.vstack([weights, np.zeros((1, opts.num_mel_bins))])
 
 

@@ -91,8 +91,8 @@ class IvectorExtractor:
         if (self.T.ndim != 3 or self.sigma.shape != self.T.shape[:2]
                 or self.means.shape != self.T.shape[:2] or self.weights.shape != self.T.shape[:1]):
             raise SizeMismatchError(f"inconsistent extractor shapes: T {self.T.shape}, sigma "
-                             f"{self.sigma.shape}, means {self.means.shape}, weights "
-                             f"{self.weights.shape}")
+                                    f"{self.sigma.shape}, means {self.means.shape}, weights "
+                                    f"{self.weights.shape}")
         if np.any(self.sigma <= 0):
             raise ValueError("extractor variances must be > 0")
 
@@ -136,15 +136,17 @@ class IvectorExtractor:
         return ext
 
     def check_stats(self, N: np.ndarray, F: np.ndarray) -> None:
-        """SizeMismatchError (a ValueError) naming both sides when stats do not fit this extractor."""
+        """SizeMismatchError (a ValueError) naming both sides when stats do not fit."""
         N, F = np.asarray(N), np.asarray(F)
         if N.ndim != 2 or F.ndim != 3 or F.shape[:2] != N.shape:
-            raise SizeMismatchError(f"stats must be N (utts, components) and F (utts, components, "
-                             f"feat dim) with matching leading dims; got N {N.shape}, F {F.shape}")
+            raise SizeMismatchError(f"stats must be N (utts, components) and F (utts, "
+                                    f"components, feat dim) with matching leading dims; got N "
+                                    f"{N.shape}, F {F.shape}")
         want = (self.num_components, self.feat_dim)
         if F.shape[1:] != want:
-            raise SizeMismatchError(f"stats have {F.shape[1]} components of feat dim {F.shape[2]}, but "
-                             f"the extractor has {want[0]} components of feat dim {want[1]}")
+            raise SizeMismatchError(f"stats have {F.shape[1]} components of feat dim "
+                                    f"{F.shape[2]}, but the extractor has {want[0]} components "
+                                    f"of feat dim {want[1]}")
 
     def check_ubm(self, ubm: DiagGmm) -> None:
         """SizeMismatchError if ``ubm`` is not the UBM this extractor was trained with."""
@@ -282,8 +284,8 @@ def _e_step(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *, S: np.ndarra
     if S is not None:
         S = np.asarray(S)
         if S.shape != (num_c, dim):
-            raise SizeMismatchError(f"second-order stats have shape {S.shape}, the extractor needs "
-                             f"{(num_c, dim)}")
+            raise SizeMismatchError(f"second-order stats have shape {S.shape}, the extractor "
+                                    f"needs {(num_c, dim)}")
         total -= 0.5 * float((S / ext.sigma).sum())
     res.objective = total / max(frames, 1e-30)
     return res

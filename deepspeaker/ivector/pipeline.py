@@ -33,7 +33,8 @@ import numpy as np
 
 from ..data import DataDir
 from ..marker import file_digest, signature
-from ..utils import DeepSpeakerError, dataclass_from_dict, load_yaml, save_yaml
+from ..utils import (DeepSpeakerError, SizeMismatchError, dataclass_from_dict, load_yaml,
+                     save_yaml)
 from .frontend import FrontendOptions, compute_frontend
 from .plda import PldaConfig
 
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 def _at_least(owner: object, minimum: int, *names: str) -> None:
-    """ValueError (a ConfigError once dataclass_from_dict adds the file) for a count below ``minimum``."""
+    """ValueError for a count below ``minimum`` (dataclass_from_dict makes it a ConfigError)."""
     for name in names:
         value = getattr(owner, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -190,9 +191,10 @@ def load_ubm(exp: Path, cfg: IvectorConfig):
     ubm = DiagGmm.load(path)
     want = _frontend_dim(cfg.frontend)
     if ubm.dim != want:
-        raise DeepSpeakerError(f"{path}: the UBM is for {ubm.dim}-d features but "
-                               f"{exp / 'config.yaml'} gives {want}-d features "
-                               f"({cfg.frontend.num_ceps} MFCC, delta order {cfg.frontend.delta_order})")
+        raise SizeMismatchError(f"{path}: the UBM is for {ubm.dim}-d features but "
+                                f"{exp / 'config.yaml'} gives {want}-d features "
+                                f"({cfg.frontend.num_ceps} MFCC, delta order "
+                                f"{cfg.frontend.delta_order})")
     return ubm
 
 

@@ -209,7 +209,8 @@ def sample_frames(utt_frames: Iterable[np.ndarray], max_frames: int, seed: int) 
         raise UnusableDataError("no utterances to sample frames from")
     dims = {u.shape[1] if u.ndim == 2 else None for u in utts}
     if len(dims) != 1 or None in dims:
-        raise SizeMismatchError(f"utterances must all be (frames, dim) with one dim; got dims {dims}")
+        raise SizeMismatchError(f"utterances must all be (frames, dim) with one dim; got dims "
+                                f"{dims}")
     (dim,) = dims
     lengths = np.array([u.shape[0] for u in utts], dtype=np.int64)
     total = int(lengths.sum())
