@@ -22,11 +22,48 @@ LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 
 class DeepSpeakerError(Exception):
-    """An error a user can act on; bin/ scripts print it without a traceback."""
+    """An error a user can act on; ``bin/_cli.run_main`` prints it as one message, no traceback.
+
+    ``path`` and ``line`` (both optional) name the file, and the line in it, that is at
+    fault; ``str()`` then reads ``path:line: message`` (or ``path: message``), the form
+    compilers use, so the text is the same in the CLI's message, in a log and in a test.
+    Subclasses that compose their own ``file:line`` text (``AudioError``) leave them unset.
+    """
+
+    path: str | None = None
+    line: int | None = None
+
+    def __init__(self, *args: object, path: str | os.PathLike | None = None,
+                 line: int | None = None):
+        super().__init__(*args)
+        if path is not None:
+            self.path = str(path)
+        if line is not None:
+            self.line = line
+
+    def __str__(self) -> str:
+        # Exception's text, not that of a second base such as KeyError (which would quote it).
+        text = Exception.__str__(self)
+        if self.path is None:
+            return text
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {text}"
 
 
 class ConfigError(DeepSpeakerError):
     """A config file or dict that does not match its schema."""
+
+
+class SizeMismatchError(DeepSpeakerError, ValueError):
+    """Two things a user put together do not fit: a model and its input, an LDA and a PLDA.
+
+    The message names both sizes (and the model file where it is known).  A ValueError
+    too, because library callers and tests catch the shape checks as ValueError.
+    """
+
+
+class UnusableDataError(DeepSpeakerError, ValueError):
+    """Data a stage cannot learn from as given: too few frames or speakers, NaN, nothing left."""
 
 
 def setup_logging(level: int | str = logging.INFO, log_file: str | os.PathLike | None = None) -> None:

@@ -113,10 +113,12 @@ def test_rerun_skips_and_resumes_unfinished_jobs(data_dir, tmp_path):
     assert len(arks) == 3
     mtimes = {p: p.stat().st_mtime_ns for p in arks}
     before = (d / "feats.scp").read_text()
-    # Simulate a crash of job 2: its marker and outputs are gone.
+    # Simulate a crash of job 2: its marker and outputs are gone, and the set's marker
+    # (written last) was never written.
     for p in (d / "data").glob("*.2*"):
         p.unlink()
     (d / "data" / f".done_{d.name}.2").unlink(missing_ok=True)
+    (d / stage.MARKER).unlink()
     stage.compute_fbank_vad(d, tmp_path / "log", nj=3, max_failed_fraction=1.0)
     assert (d / "feats.scp").read_text() == before
     for p in arks:

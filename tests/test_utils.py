@@ -43,3 +43,28 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
     with atomic_write(target) as f:
         f.write("new\n")
     assert target.read_text() == "new\n"
+
+
+def test_user_error_is_one_message_with_file_and_line(capsys):
+    """run_main turns a DeepSpeakerError into `file:line: message` and exit code 1."""
+    from deepspeaker.bin._cli import run_main
+    from deepspeaker.utils import DeepSpeakerError, SizeMismatchError
+
+    def fail():
+        raise SizeMismatchError("PLDA is for 5-dim vectors, the data are 3-dim",
+                                path="exp/models/plda.npz")
+
+    assert run_main(fail, argv=[]) == 1
+    err = capsys.readouterr().err
+    assert "ERROR" in err and "exp/models/plda.npz: PLDA is for 5-dim vectors" in err
+    assert "Traceback" not in err
+    e = DeepSpeakerError("bad key", path="conf.yaml", line=3)
+    assert (str(e), e.path, e.line) == ("conf.yaml:3: bad key", "conf.yaml", 3)
+    assert str(DeepSpeakerError("plain")) == "plain"
+    assert isinstance(SizeMismatchError("x"), ValueError)  # callers that catch ValueError
+
+    def bug():
+        raise RuntimeError("a bug keeps its traceback")
+
+    with pytest.raises(RuntimeError):
+        run_main(bug, argv=[])

@@ -9,12 +9,19 @@ Writes ``feats.scp`` (float32 matrices), ``vad.scp`` (0/1 float vectors, Kaldi's
 (default ``<data-dir>/data``), logs to ``<log-dir>`` (default ``<data-dir>/log``), one
 per job as ``make_fbank_vad.JOB.log``.
 
+Rerunning: the data dir's marker ``.fbank_vad.done``, written last, records the
+parsed config, the inputs (``wav.scp``, ``segments``, ``utt2spk``) and the feature
+dir.  A rerun with the same signature does nothing, without starting a job; another
+config or input recomputes the set.  ``--nj`` is how, not what: changing it on a
+finished set redoes nothing.
+
 The work is split into ``--nj`` jobs run by ``utils/run_jobs.sh``; each job writes
 its arks under temp names, renames them when complete and leaves a ``.done``
 marker, so a rerun after a crash or Ctrl-C redoes only the jobs that had not
-finished.  A bad utterance (missing, corrupt, empty, too short, wrong rate, several
-channels, NaN) is listed with its reason and the others finish; the stage fails
-only if more than ``--max-failed-fraction`` of the utterances failed.
+finished (as long as the signature and ``--nj`` are those the jobs started with).
+A bad utterance (missing, corrupt, empty, too short, wrong rate, several channels,
+NaN) is listed with its reason and the others finish; the stage fails only if more
+than ``--max-failed-fraction`` of the utterances failed.
 
 Features are stored raw: per-utterance mean/variance normalisation over voiced
 frames (F3) is applied when they are read (``deepspeaker.features.prepare_features``),
@@ -39,10 +46,16 @@ import numpy as np
 from ..data.ark import ArkWriter
 from ..data import DataDir, iter_audio, validate_data_dir, write_kaldi_map, read_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
+from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml
-from ._cli import run_main
+from ._cli import outputs_are_current, run_main
 
 logger = logging.getLogger(__name__)
+
+MARKER = ".fbank_vad.done"
+# What the features of an utterance depend on, besides the config (utt2spk: which utterances).
+INPUTS = ("wav.scp", "segments", "utt2spk")
+OUTPUTS = ("feats.scp", "vad.scp", "utt2num_frames")
 
 
 @dataclass
@@ -168,16 +181,30 @@ def _run_jobs_script() -> Path:
     return Path(root) / "utils" / "run_jobs.sh"
 
 
+def feature_signature(data_dir: Path, feat_dir: Path, cfg: FeatureConfig) -> dict:
+    """What made a data dir's features: the parsed config, the inputs, where the arks are."""
+    return signature(config=cfg.to_dict(), inputs=[data_dir.resolve() / f for f in INPUTS],
+                     options={"feat_dir": str(feat_dir)})
+
+
 def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Path | None = None,
                       config: dict | None = None, nj: int = 4, batch_size: int = 32,
                       max_failed_fraction: float = 0.05) -> tuple[int, dict[str, str]]:
     """Run all jobs (skipping finished ones), merge their outputs into the data dir.
 
-    Returns ``(num_ok, failed)`` where ``failed`` maps utterance to reason.
+    Does nothing when the data dir's marker holds this signature.  Returns
+    ``(num_ok, failed)`` where ``failed`` maps utterance to reason.
     """
     log_dir = log_dir or data_dir / "log"
     feat_dir = (feat_dir or data_dir / "data").resolve()
     cfg = FeatureConfig.from_dict(config or {})
+    marker = Marker(data_dir / MARKER)
+    sig = feature_signature(data_dir, feat_dir, cfg)
+    if outputs_are_current(marker, sig, [data_dir / f for f in OUTPUTS]):
+        d = DataDir.load(data_dir)
+        logger.info("%s already has features made from this config and these inputs (%s); "
+                    "nothing to do", data_dir, marker.path)
+        return len(d.feats_scp or {}), dict(d.failed_utts or {})
     problems = [p for p in validate_data_dir(data_dir) if p.severity == "error"]
     if problems:
         for p in problems:
@@ -185,38 +212,56 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
         raise DeepSpeakerError(f"{data_dir}: {len(problems)} problem(s) in the data dir; "
                                f"fix them (utils/fix_data_dir.sh) and rerun")
     d = DataDir.load(data_dir)
-    name = data_dir.resolve().name
     nj = max(1, min(nj, len(d.utts)))
     feat_dir.mkdir(parents=True, exist_ok=True)
+    _run_jobs(data_dir, log_dir, feat_dir, cfg, sig, nj, batch_size)
+    result = _merge(data_dir, feat_dir, d.utts, nj, max_failed_fraction)
+    marker.write(sig)
+    return result
 
-    # The config used is saved beside the arks; finished jobs are reused only if it matches.
+
+def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig, sig: dict,
+              nj: int, batch_size: int) -> None:
+    """Run the jobs that have not finished under this signature and ``nj``."""
+    name = data_dir.resolve().name
+    # The per-job .done files belong to the signature and nj recorded here; under any
+    # other, every job starts again.
+    jobs = Marker(feat_dir / f".jobs_{name}.done")
+    jobs_sig = {**sig, "options": {**sig["options"], "nj": nj}}
+    if not jobs.matches(jobs_sig):
+        done = list(feat_dir.glob(f".done_{name}.*"))
+        if done:
+            logger.info("%s: config, inputs or --nj changed since the jobs ran; recomputing "
+                        "all jobs", feat_dir)
+        for path in done:
+            path.unlink()
+        jobs.write(jobs_sig)
+    # The config the jobs read, saved beside the arks.
     saved = feat_dir / f"conf_{name}.yaml"
-    want = cfg.to_dict() | {"nj": nj}
-    if saved.exists() and load_yaml(saved) != want:
-        logger.info("%s: config or --nj changed since the last run; recomputing all jobs", saved)
-        for done in feat_dir.glob(f".done_{name}.*"):
-            done.unlink()
-    save_yaml(saved, want)
+    save_yaml(saved, cfg.to_dict() | {"nj": nj})
 
     todo = [j for j in range(1, nj + 1) if not job_paths(feat_dir, name, j)["done"].exists()]
-    if todo:
-        logger.info("%s: computing fbank + VAD for %d utterances in %d jobs (%d to run)",
-                    data_dir, len(d.utts), nj, len(todo))
-        cmd = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
-               str(log_dir / "make_fbank_vad.JOB.log"), sys.executable, "-m",
-               "deepspeaker.bin.compute_fbank_vad", "--config", str(saved), "--nj", str(nj),
-               "--job", "JOB", "--batch-size", str(batch_size), str(data_dir.resolve()),
-               str(log_dir.resolve()), str(feat_dir)]
-        # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
-        cmd = cmd[:4] + [shlex.quote(c) for c in cmd[4:]]
-        rc = subprocess.run(cmd).returncode
-        if rc != 0:
-            raise DeepSpeakerError(f"{data_dir}: feature jobs failed (see {log_dir}); rerun "
-                                   f"the same command to redo only the unfinished jobs")
-    else:
+    if not todo:
         logger.info("%s: all %d jobs already complete", data_dir, nj)
+        return
+    logger.info("%s: computing fbank + VAD in %d jobs (%d to run)", data_dir, nj, len(todo))
+    cmd = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
+           str(log_dir / "make_fbank_vad.JOB.log"), sys.executable, "-m",
+           "deepspeaker.bin.compute_fbank_vad", "--config", str(saved), "--nj", str(nj),
+           "--job", "JOB", "--batch-size", str(batch_size), str(data_dir.resolve()),
+           str(log_dir.resolve()), str(feat_dir)]
+    # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
+    cmd = cmd[:4] + [shlex.quote(c) for c in cmd[4:]]
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        raise DeepSpeakerError(f"{data_dir}: feature jobs failed (see {log_dir}); rerun "
+                               f"the same command to redo only the unfinished jobs")
 
-    # Merge.
+
+def _merge(data_dir: Path, feat_dir: Path, utts: list[str], nj: int,
+           max_failed_fraction: float) -> tuple[int, dict[str, str]]:
+    """Concatenate the jobs' outputs into the data dir; check enough utterances made it."""
+    name = data_dir.resolve().name
     feats, vad, frames, failed = {}, {}, {}, {}
     for job in range(1, nj + 1):
         p = job_paths(feat_dir, name, job)
@@ -234,13 +279,13 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
             logger.warning("failed: %s %s", utt, reason)
     else:
         failed_path.unlink(missing_ok=True)
-    missing = set(d.utts) - set(feats) - set(failed)
+    missing = set(utts) - set(feats) - set(failed)
     if missing:
         raise DeepSpeakerError(f"{data_dir}: {len(missing)} utterances are neither done nor "
                                f"failed (e.g. {sorted(missing)[0]}); a job output is incomplete")
-    frac = len(failed) / len(d.utts)
+    frac = len(failed) / len(utts)
     if frac > max_failed_fraction:
-        raise DeepSpeakerError(f"{data_dir}: {len(failed)} of {len(d.utts)} utterances failed "
+        raise DeepSpeakerError(f"{data_dir}: {len(failed)} of {len(utts)} utterances failed "
                                f"({100 * frac:.1f}% > {100 * max_failed_fraction:.1f}%); "
                                f"reasons in {failed_path}")
     logger.info("%s: features for %d utterances%s", data_dir, len(feats),

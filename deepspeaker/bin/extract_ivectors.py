@@ -5,6 +5,10 @@
 Writes ``exp/ivector/<set>/ivector.scp`` + ark (float32 vectors, readable with
 kaldiio or Kaldi's copy-vector) and ``<set>/failed_utts`` for utterances without
 voiced frames, which get no i-vector and are never scored as zeros.
+
+I-vectors are derived data: the marker ``<set>/.ivector.done`` records the config
+sections (frontend, stats), the set's features and the UBM and extractor they came
+from.  A rerun with all of these unchanged does nothing; any change extracts again.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import numpy as np
 
 from ..data.ark import write_ark_scp
 from ..ivector.extractor import IvectorExtractor
-from ..ivector.pipeline import load_exp_config, load_ubm, set_stats, write_failed
-from ..utils import DeepSpeakerError
-from ._cli import run_main
+from ..ivector.pipeline import (feature_files, load_exp_config, load_ubm, set_stats,
+                                stage_signature, write_failed)
+from ..marker import Marker
+from ..utils import SizeMismatchError
+from ._cli import outputs_are_current, run_main
 
 logger = logging.getLogger(__name__)
+
+SECTIONS = ("frontend", "stats")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -38,20 +46,25 @@ def run(exp: Path, data: Path) -> Path:
     cfg = load_exp_config(exp)
     out_dir = exp / data.resolve().name
     scp = out_dir / "ivector.scp"
-    if scp.exists():
-        logger.info("%s exists; nothing to do", scp)
+    ubm_path, ext_path = exp / "models" / "ubm.npz", exp / "models" / "extractor.npz"
+    marker = Marker(out_dir / ".ivector.done")
+    sig = stage_signature(cfg, SECTIONS, exp, feature_files(data), [ubm_path, ext_path])
+    if outputs_are_current(marker, sig, [scp, out_dir / "ivector.ark"]):
+        logger.info("%s is up to date (same features, UBM and extractor, %s); nothing to do",
+                    scp, marker.path)
         return scp
     ubm = load_ubm(exp, cfg)
-    ext = IvectorExtractor.load(exp / "models" / "extractor.npz")
+    ext = IvectorExtractor.load(ext_path)
     if ext.means.shape != ubm.means.shape:
-        raise DeepSpeakerError(f"{exp / 'models/extractor.npz'} is for a {ext.means.shape} UBM, "
-                               f"{exp / 'models/ubm.npz'} is {ubm.means.shape}")
+        raise SizeMismatchError(f"{ext_path} is for a {ext.means.shape} UBM, {ubm_path} is "
+                                f"{ubm.means.shape}")
     t0 = time.time()
     failed: dict[str, str] = {}
     keys, n, f = set_stats(data, ubm, cfg, failed)
     ivectors = ext.extract(n, f).astype(np.float32)
     write_ark_scp(out_dir / "ivector.ark", scp, zip(keys, ivectors))
     write_failed(out_dir / "failed_utts", failed)
+    marker.write(sig)
     logger.info("%s: %d i-vectors of dim %d in %.1f s", scp, len(keys), ivectors.shape[1],
                 time.time() - t0)
     return scp

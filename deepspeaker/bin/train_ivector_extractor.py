@@ -3,8 +3,11 @@
     python -m deepspeaker.bin.train_ivector_extractor data/train exp/ivector
 
 Reads ``exp/ivector/config.yaml`` and ``models/ubm.npz``; writes
-``models/extractor.npz``.  The EM objective is logged each iteration and must not
-decrease beyond numerical noise.
+``models/extractor.npz`` and its marker ``models/.extractor.done``.  The EM
+objective is logged each iteration and must not decrease beyond numerical noise.
+A rerun with the same config sections (frontend, stats, extractor), training
+features and UBM does nothing; with another it refuses, keeping the extractor, and
+says what changed: ``rm -r exp/ivector`` and rerun to redo it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-from ..ivector.extractor import IvectorExtractor, train_extractor
-from ..ivector.pipeline import load_exp_config, load_ubm, set_stats, write_failed
-from ._cli import run_main
+from ..ivector.extractor import train_extractor
+from ..ivector.pipeline import (feature_files, load_exp_config, load_ubm, set_stats,
+                                stage_signature, write_failed)
+from ..marker import Marker
+from ._cli import model_is_current, run_main
 
 logger = logging.getLogger(__name__)
+
+SECTIONS = ("frontend", "stats", "extractor")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -33,9 +40,12 @@ def get_parser() -> argparse.ArgumentParser:
 def run(data: Path, exp: Path) -> Path:
     cfg = load_exp_config(exp)
     out = exp / "models" / "extractor.npz"
-    if out.exists():
-        ext = IvectorExtractor.load(out)
-        logger.info("%s exists (rank %d); nothing to do", out, ext.T.shape[2])
+    ubm_path = exp / "models" / "ubm.npz"
+    marker = Marker(exp / "models" / ".extractor.done")
+    sig = stage_signature(cfg, SECTIONS, exp, feature_files(data), [ubm_path])
+    if model_is_current(marker, sig, [out], str(out), exp):
+        logger.info("%s is up to date (same config, features and UBM, %s); nothing to do", out,
+                    marker.path)
         return out
     ubm = load_ubm(exp, cfg)
     t0 = time.time()
@@ -46,7 +56,8 @@ def run(data: Path, exp: Path) -> Path:
     e = cfg.extractor
     ext = train_extractor(ubm, n, f, rank=e.rank, num_iters=e.num_iters, seed=e.seed,
                           min_divergence=e.min_divergence)
-    ext.save(out, meta={"ubm": str(exp / "models" / "ubm.npz"), "data": str(data)})
+    ext.save(out, meta={"ubm": str(ubm_path), "data": str(data)})
+    marker.write(sig)
     logger.info("wrote %s in %.1f s", out, time.time() - t0)
     return out
 

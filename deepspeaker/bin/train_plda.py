@@ -3,8 +3,11 @@
     python -m deepspeaker.bin.train_plda exp/ivector data/train
 
 Reads ``exp/ivector/<train-set>/ivector.scp`` and the data dir's ``utt2spk``;
-writes ``models/lda.npz`` (global mean subtraction + LDA to ``backend.lda_dim``) and
-``models/plda.npz`` (trained on the LDA-projected, length-normalised i-vectors).
+writes ``models/lda.npz`` (global mean subtraction + LDA to ``backend.lda_dim``),
+``models/plda.npz`` (trained on the LDA-projected, length-normalised i-vectors) and
+their marker ``models/.plda.done``.  A rerun with the same ``backend`` config,
+training i-vectors and ``utt2spk`` does nothing; with another it refuses, keeping
+both models, and says what changed: ``rm -r exp/ivector`` and rerun to redo them.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import numpy as np
 from ..data import DataDir
 from ..ivector.lda import length_normalize, train_lda
 from ..data.ark import read_vectors
-from ..ivector.pipeline import load_exp_config
+from ..ivector.pipeline import load_exp_config, stage_signature
 from ..ivector.plda import train_plda
+from ..marker import Marker
 from ..utils import DeepSpeakerError
-from ._cli import run_main
+from ._cli import model_is_current, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +42,15 @@ def get_parser() -> argparse.ArgumentParser:
 def run(exp: Path, data: Path) -> None:
     cfg = load_exp_config(exp)
     lda_path, plda_path = exp / "models" / "lda.npz", exp / "models" / "plda.npz"
-    if lda_path.exists() and plda_path.exists():
-        logger.info("%s and %s exist; nothing to do", lda_path, plda_path)
+    scp = exp / data.resolve().name / "ivector.scp"
+    marker = Marker(exp / "models" / ".plda.done")
+    sig = stage_signature(cfg, ("backend",), exp, [data / "utt2spk"], [scp])
+    if model_is_current(marker, sig, [lda_path, plda_path], f"{lda_path} + {plda_path.name}",
+                        exp):
+        logger.info("%s and %s are up to date (same backend config, i-vectors and utt2spk, "
+                    "%s); nothing to do", lda_path, plda_path, marker.path)
         return
-    vecs = read_vectors(exp / data.resolve().name / "ivector.scp")
+    vecs = read_vectors(scp)
     utt2spk = DataDir.load(data).utt2spk
     unknown = sorted(set(vecs) - set(utt2spk))
     if unknown:
@@ -55,6 +64,7 @@ def run(exp: Path, data: Path) -> None:
     y = length_normalize(lda.apply(x))
     plda = train_plda(y, labels, cfg.backend.plda)
     plda.save(plda_path, meta={"lda_dim": cfg.backend.lda_dim, "data": str(data)})
+    marker.write(sig)
     logger.info("LDA %d -> %d and PLDA on %d i-vectors of %d speakers", x.shape[1],
                 cfg.backend.lda_dim, len(keys), len(set(labels)))
 

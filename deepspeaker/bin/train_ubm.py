@@ -3,7 +3,10 @@
     python -m deepspeaker.bin.train_ubm --config conf/ivector.yaml data/train exp/ivector
 
 Writes ``exp/ivector/config.yaml`` (the merged config every later i-vector stage
-reads) and ``exp/ivector/models/ubm.npz``.  Skips the work when the UBM exists.
+reads), ``exp/ivector/models/ubm.npz`` and its marker ``models/.ubm.done``.  A rerun
+with the same config and training features does nothing; with another config (any
+section: config.yaml is the experiment's one config) or other features it refuses,
+keeping the UBM, and says what changed: ``rm -r exp/ivector`` and rerun to redo it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-from ..ivector.pipeline import init_exp, iter_frontend, write_failed
-from ..ivector.ubm import DiagGmm, sample_frames, train_ubm
-from ._cli import run_main
+from ..ivector.pipeline import (feature_files, iter_frontend, read_config, save_exp_config,
+                                stage_signature, write_failed)
+from ..ivector.ubm import sample_frames, train_ubm
+from ..marker import Marker
+from ._cli import model_is_current, run_main
 
 logger = logging.getLogger(__name__)
+
+# Every section: a changed backend refuses here, before anything runs, not at stage 5.
+SECTIONS = ("frontend", "ubm", "stats", "extractor", "backend")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -31,21 +39,29 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def run(data: Path, exp: Path, config: Path | None) -> Path:
-    cfg = init_exp(exp, config)
+    cfg = read_config(config)
     out = exp / "models" / "ubm.npz"
-    if out.exists():
-        ubm = DiagGmm.load(out)
-        logger.info("%s exists (%d components, %d-d); nothing to do", out, ubm.num_components, ubm.dim)
+    marker = Marker(exp / "models" / ".ubm.done")
+    sig = stage_signature(cfg, SECTIONS, exp, feature_files(data))
+    current = model_is_current(marker, sig, [out], str(out), exp)  # or refuses
+    save_exp_config(exp, cfg)
+    if current:
+        logger.info("%s is up to date (same config and features, %s); nothing to do", out,
+                    marker.path)
         return out
     t0 = time.time()
     failed: dict[str, str] = {}
-    frames = sample_frames((x for _, x in iter_frontend(data, cfg.frontend, failed=failed)),
-                           cfg.ubm.max_frames, cfg.ubm.seed)
-    write_failed(exp / "log" / f"ubm_failed_utts_{data.name}", failed)
+    try:
+        frames = sample_frames((x for _, x in iter_frontend(data, cfg.frontend, failed=failed)),
+                               cfg.ubm.max_frames, cfg.ubm.seed)
+    finally:
+        # Also when no utterance was usable: the list says why.
+        write_failed(exp / "log" / f"ubm_failed_utts_{data.name}", failed)
     logger.info("training a %d-component diagonal UBM on %d x %d frames",
                 cfg.ubm.num_components, *frames.shape)
     ubm = train_ubm(frames, cfg.ubm.num_components, max_iter=cfg.ubm.max_iter, seed=cfg.ubm.seed)
     ubm.save(out, meta={"frontend": cfg.to_dict()["frontend"], "data": str(data)})
+    marker.write(sig)
     logger.info("wrote %s in %.1f s", out, time.time() - t0)
     return out
 

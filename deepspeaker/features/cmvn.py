@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..utils import SizeMismatchError
+
 
 def select_voiced(feats: np.ndarray, vad: np.ndarray) -> np.ndarray:
     """Rows of ``feats`` (T, D) whose ``vad`` (T,) value is > 0.5, as Kaldi's select-voiced-frames."""
@@ -21,8 +23,8 @@ def select_voiced(feats: np.ndarray, vad: np.ndarray) -> np.ndarray:
     if feats.shape[0] != vad.shape[0]:
         # Off by one or two frames usually means features and VAD were computed with
         # different frame options (snip_edges) or from different audio.
-        raise ValueError(f"features have {feats.shape[0]} frames but the VAD has "
-                         f"{vad.shape[0]}; were they made from the same audio and options?")
+        raise SizeMismatchError(f"features have {feats.shape[0]} frames but the VAD has "
+                                f"{vad.shape[0]}; were they made from the same audio and options?")
     return feats[vad > 0.5]
 
 

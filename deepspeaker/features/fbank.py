@@ -50,7 +50,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from deepspeaker.utils import dataclass_from_dict
+from deepspeaker.utils import SizeMismatchError, UnusableDataError, dataclass_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +201,10 @@ def mel_filterbank(opts: FbankOptions) -> np.ndarray:
     weights = np.where((mel > left) & (mel < right), weights, 0.0)
     empty = np.flatnonzero(~(weights > 0).any(axis=0))
     if empty.size:
-        raise ValueError(f"mel bin(s) {empty.tolist()} cover no FFT bin: num_mel_bins="
-                         f"{opts.num_mel_bins} is too large for a {opts.padded_length}-point FFT "
-                         f"between {opts.low_freq:g} and {opts.effective_high_freq:g} Hz")
+        raise SizeMismatchError(f"mel bin(s) {empty.tolist()} cover no FFT bin: num_mel_bins="
+                                f"{opts.num_mel_bins} is too large for a "
+                                f"{opts.padded_length}-point FFT between {opts.low_freq:g} and "
+                                f"{opts.effective_high_freq:g} Hz")
     return np.vstack([weights, np.zeros((1, opts.num_mel_bins))])
 
 
@@ -279,29 +280,31 @@ def check_samples(samples, opts: FbankOptions, sample_rate: int | None = None) -
     says nothing about a speaker and almost always means a broken segment.
     """
     if sample_rate is not None and sample_rate != opts.sample_rate:
-        raise ValueError(f"audio sample rate {sample_rate} Hz does not match the fbank config "
-                         f"({opts.sample_rate} Hz); resample the audio or change sample_rate")
+        raise UnusableDataError(f"audio sample rate {sample_rate} Hz does not match the fbank "
+                                f"config ({opts.sample_rate} Hz); resample the audio or change "
+                                f"sample_rate")
     x = np.asarray(samples)
     if x.ndim != 1:
-        raise ValueError(f"expected 1-D (mono) samples, got an array of shape {x.shape}; "
-                         f"pick or mix down a channel first")
+        raise UnusableDataError(f"expected 1-D (mono) samples, got an array of shape {x.shape}; "
+                                f"pick or mix down a channel first")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ValueError(f"expected real-valued samples, got dtype {x.dtype}")
+        raise UnusableDataError(f"expected real-valued samples, got dtype {x.dtype}")
     length = opts.frame_length_samples
     if x.shape[0] < length:
-        raise ValueError(f"{x.shape[0]} samples is shorter than one {opts.frame_length_ms:g} ms "
-                         f"frame ({length} samples at {opts.sample_rate} Hz)")
+        raise UnusableDataError(f"{x.shape[0]} samples is shorter than one "
+                                f"{opts.frame_length_ms:g} ms frame ({length} samples at "
+                                f"{opts.sample_rate} Hz)")
     if np.issubdtype(x.dtype, np.floating):
         # min and max propagate NaN and see inf: two cheap passes, no temporaries.
         low, high = float(x.min()), float(x.max())
         if not (math.isfinite(low) and math.isfinite(high)):
             bad = np.flatnonzero(~np.isfinite(x))
-            raise ValueError(f"samples contain {bad.size} NaN/inf value(s), the first at "
-                             f"sample {bad[0]} ({x[bad[0]]})")
+            raise UnusableDataError(f"samples contain {bad.size} NaN/inf value(s), the first at "
+                                    f"sample {bad[0]} ({x[bad[0]]})")
         peak = max(-low, high)
         if peak > float(np.finfo(np.float32).max):
-            raise ValueError(f"samples peak at {peak:.3g}, beyond float32's range; "
-                             f"they are not audio samples")
+            raise UnusableDataError(f"samples peak at {peak:.3g}, beyond float32's range; "
+                                    f"they are not audio samples")
         if 0.0 < peak <= 1.0:
             logger.warning("samples peak at %.3g: audio read as floats in [-1, 1]? fbank "
                            "expects Kaldi's int16 scale (read with dtype='int16')", peak)
@@ -408,7 +411,7 @@ def compute_fbank_batch(batch: Sequence[np.ndarray],
         try:
             checked.append(check_samples(samples, opts))
         except ValueError as e:
-            raise ValueError(f"batch item {i}: {e}") from None
+            raise UnusableDataError(f"batch item {i}: {e}") from None
     return _compute_checked(checked, opts)
 
 

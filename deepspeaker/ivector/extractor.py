@@ -49,9 +49,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from deepspeaker.ivector.model_file import load_model_npz, require_arrays, save_model_npz
+from deepspeaker.ivector.model_file import (ModelFileError, load_model_npz, require_arrays,
+                                            save_model_npz)
 from deepspeaker.ivector.ubm import DiagGmm
-from deepspeaker.utils import DeepSpeakerError
+from deepspeaker.utils import DeepSpeakerError, SizeMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +90,9 @@ class IvectorExtractor:
         self.weights = np.asarray(self.weights, dtype=np.float64)
         if (self.T.ndim != 3 or self.sigma.shape != self.T.shape[:2]
                 or self.means.shape != self.T.shape[:2] or self.weights.shape != self.T.shape[:1]):
-            raise ValueError(f"inconsistent extractor shapes: T {self.T.shape}, sigma "
-                             f"{self.sigma.shape}, means {self.means.shape}, weights "
-                             f"{self.weights.shape}")
+            raise SizeMismatchError(f"inconsistent extractor shapes: T {self.T.shape}, sigma "
+                                    f"{self.sigma.shape}, means {self.means.shape}, weights "
+                                    f"{self.weights.shape}")
         if np.any(self.sigma <= 0):
             raise ValueError("extractor variances must be > 0")
 
@@ -127,28 +128,30 @@ class IvectorExtractor:
             ext = cls(data["T"], data["sigma"], data["means"], data["weights"],
                       meta=meta)
         except (KeyError, ValueError) as e:
-            raise DeepSpeakerError(f"{path}: corrupt IvectorExtractor: {e}") from e
+            raise ModelFileError(f"{path}: corrupt IvectorExtractor: {e}") from e
         header = (int(data["num_components"]), int(data["feat_dim"]), int(data["ivector_dim"]))
         if header != ext.T.shape:
-            raise DeepSpeakerError(f"{path}: header says (components, feat dim, ivector dim) = "
+            raise ModelFileError(f"{path}: header says (components, feat dim, ivector dim) = "
                                    f"{header}, but T has shape {ext.T.shape}")
         return ext
 
     def check_stats(self, N: np.ndarray, F: np.ndarray) -> None:
-        """ValueError naming both sides when stats do not fit this extractor."""
+        """SizeMismatchError (a ValueError) naming both sides when stats do not fit."""
         N, F = np.asarray(N), np.asarray(F)
         if N.ndim != 2 or F.ndim != 3 or F.shape[:2] != N.shape:
-            raise ValueError(f"stats must be N (utts, components) and F (utts, components, "
-                             f"feat dim) with matching leading dims; got N {N.shape}, F {F.shape}")
+            raise SizeMismatchError(f"stats must be N (utts, components) and F (utts, "
+                                    f"components, feat dim) with matching leading dims; got N "
+                                    f"{N.shape}, F {F.shape}")
         want = (self.num_components, self.feat_dim)
         if F.shape[1:] != want:
-            raise ValueError(f"stats have {F.shape[1]} components of feat dim {F.shape[2]}, but "
-                             f"the extractor has {want[0]} components of feat dim {want[1]}")
+            raise SizeMismatchError(f"stats have {F.shape[1]} components of feat dim "
+                                    f"{F.shape[2]}, but the extractor has {want[0]} components "
+                                    f"of feat dim {want[1]}")
 
     def check_ubm(self, ubm: DiagGmm) -> None:
-        """DeepSpeakerError if ``ubm`` is not the UBM this extractor was trained with."""
+        """SizeMismatchError if ``ubm`` is not the UBM this extractor was trained with."""
         if (ubm.num_components, ubm.dim) != (self.num_components, self.feat_dim):
-            raise DeepSpeakerError(
+            raise SizeMismatchError(
                 f"UBM has {ubm.num_components} components of dim {ubm.dim}, the extractor "
                 f"{self.num_components} of dim {self.feat_dim}")
 
@@ -281,8 +284,8 @@ def _e_step(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *, S: np.ndarra
     if S is not None:
         S = np.asarray(S)
         if S.shape != (num_c, dim):
-            raise ValueError(f"second-order stats have shape {S.shape}, the extractor needs "
-                             f"{(num_c, dim)}")
+            raise SizeMismatchError(f"second-order stats have shape {S.shape}, the extractor "
+                                    f"needs {(num_c, dim)}")
         total -= 0.5 * float((S / ext.sigma).sum())
     res.objective = total / max(frames, 1e-30)
     return res

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 import scipy.linalg
 
+from ..utils import SizeMismatchError, UnusableDataError
 from .model_file import ModelFileError, load_model_npz, require_arrays, save_model_npz
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ def _as_matrix(x, what: str = "x") -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"{what}: expected a matrix (N, D), got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what}: {int(np.sum(~np.all(np.isfinite(x), axis=1)))} rows contain "
-                         "NaN or infinite values")
+        raise UnusableDataError(f"{what}: {int(np.sum(~np.all(np.isfinite(x), axis=1)))} rows "
+                                "contain NaN or infinite values")
     return x
 
 
@@ -105,8 +106,8 @@ class LdaTransform:
         self.mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
         self.matrix = np.asarray(self.matrix, dtype=np.float64)
         if self.matrix.ndim != 2 or self.matrix.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"LDA matrix {self.matrix.shape} does not fit a mean of dim "
-                             f"{self.mean.shape[0]}")
+            raise SizeMismatchError(f"LDA matrix {self.matrix.shape} does not fit a mean of "
+                                    f"dim {self.mean.shape[0]}")
 
     @property
     def input_dim(self) -> int:
@@ -122,9 +123,8 @@ class LdaTransform:
         if x.ndim not in (1, 2):
             raise ValueError(f"expected a vector (D,) or a matrix (N, D), got shape {x.shape}")
         if x.shape[-1] != self.input_dim:
-            where = f"{self.source}: " if self.source else ""
-            raise ValueError(f"{where}LDA transform expects {self.input_dim}-dim input but the "
-                             f"data are {x.shape[-1]}-dim")
+            raise SizeMismatchError(f"LDA transform expects {self.input_dim}-dim input but the "
+                                    f"data are {x.shape[-1]}-dim", path=self.source)
         return (x - self.mean) @ self.matrix.T
 
     def as_affine(self) -> np.ndarray:
@@ -186,17 +186,17 @@ def train_lda(x, labels, dim: int, total_covariance_factor: float = 0.0,
     if not 0.0 <= total_covariance_factor <= 1.0:
         raise ValueError(f"total_covariance_factor must be in [0, 1], got {total_covariance_factor}")
     if num_spk < 2:
-        raise ValueError(f"LDA needs at least 2 speakers, got {num_spk}")
+        raise UnusableDataError(f"LDA needs at least 2 speakers, got {num_spk}")
     max_dim = min(in_dim, num_spk - 1)
     if not 1 <= dim <= max_dim:
         # Between-class covariance of S speaker means has rank <= S-1: directions past
         # that carry no speaker information, only noise.
-        raise ValueError(f"LDA dim {dim} is not possible with {in_dim}-dim input and {num_spk} "
-                         f"speakers: it must be between 1 and min(input dim, speakers - 1) = "
-                         f"{max_dim}")
+        raise SizeMismatchError(f"LDA dim {dim} is not possible with {in_dim}-dim input and "
+                                f"{num_spk} speakers: it must be between 1 and min(input dim, "
+                                f"speakers - 1) = {max_dim}")
     if n_utt == num_spk and total_covariance_factor < 1.0:
-        raise ValueError("every speaker has a single utterance, so the within-class covariance "
-                         "is zero; LDA needs speakers with several utterances")
+        raise UnusableDataError("every speaker has a single utterance, so the within-class "
+                                "covariance is zero; LDA needs speakers with several utterances")
 
     mean, within, between = within_between_covariance(x, labels)
     total = within + between

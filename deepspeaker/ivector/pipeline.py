@@ -11,6 +11,14 @@ One experiment dir ``exp/<tag>/`` holds everything (paper §4.2; SPEC B1-B3):
 Each model file records the dimensions it was made for; a stage that finds a
 model of another dimension (a UBM for 40-d features given 60-d ones, a PLDA trained
 after another LDA size) stops with a message naming the file and both dimensions.
+
+Rerunning (the rule of ``deepspeaker.marker``): every output has a marker beside it
+(``models/.ubm.done``, ``models/.extractor.done``, ``models/.plda.done``,
+``<set>/.ivector.done``) holding :func:`stage_signature`: the config sections the
+output depends on, the data files it was computed from and the experiment's model
+files it was built from.  The models are trained: a rerun with another signature
+refuses (``rm -r`` the experiment to redo it).  I-vectors are derived data: another
+signature extracts them again.
 """
 
 from __future__ import annotations
@@ -24,11 +32,22 @@ from typing import Iterator
 import numpy as np
 
 from ..data import DataDir
-from ..utils import ConfigError, DeepSpeakerError, dataclass_from_dict, load_yaml, save_yaml
+from ..marker import file_digest, signature
+from ..utils import (DeepSpeakerError, SizeMismatchError, dataclass_from_dict, load_yaml,
+                     save_yaml)
 from .frontend import FrontendOptions, compute_frontend
 from .plda import PldaConfig
 
 logger = logging.getLogger(__name__)
+
+
+def _at_least(owner: object, minimum: int, *names: str) -> None:
+    """ValueError for a count below ``minimum`` (dataclass_from_dict makes it a ConfigError)."""
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < minimum):
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass
@@ -38,11 +57,17 @@ class UbmOptions:
     max_iter: int = 20
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_components", "max_frames", "max_iter")
+
 
 @dataclass
 class StatsOptions:
     top_k: int | None = 20          # Kaldi's gselect: posteriors over the 20 best components
     batch_utts: int = 64
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "top_k", "batch_utts")
 
 
 @dataclass
@@ -53,11 +78,18 @@ class ExtractorOptions:
     update_sigma: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "rank")
+        _at_least(self, 0, "num_iters")
+
 
 @dataclass
 class BackendOptions:
     lda_dim: int = 200              # paper §4.2 scale
     plda: PldaConfig = field(default_factory=PldaConfig)
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "lda_dim")
 
 
 @dataclass
@@ -76,19 +108,41 @@ class IvectorConfig:
         return dataclasses.asdict(self)
 
 
-def init_exp(exp: Path, config_path: Path | None) -> IvectorConfig:
-    """First stage: write ``exp/config.yaml`` from ``config_path`` (or check it matches)."""
-    given = IvectorConfig.from_dict(load_yaml(config_path) if config_path else {},
-                                    str(config_path or "defaults"))
+def read_config(config_path: Path | None) -> IvectorConfig:
+    """The config the first stage (train_ubm) is given: ``config_path``, or the defaults."""
+    return IvectorConfig.from_dict(load_yaml(config_path) if config_path else {},
+                                   str(config_path or "defaults"))
+
+
+def save_exp_config(exp: Path, cfg: IvectorConfig) -> None:
+    """Write ``exp/config.yaml``, the one copy of the numbers every later stage reads.
+
+    Left untouched when it already holds ``cfg``, so an up-to-date rerun changes no file.
+    """
     saved = exp / "config.yaml"
-    if saved.exists():
-        have = IvectorConfig.from_dict(load_yaml(saved), str(saved))
-        if have != given:
-            raise ConfigError(f"{saved} was made from another config than {config_path}; "
-                              f"use another experiment dir or remove {exp}")
-        return have
-    save_yaml(saved, given.to_dict())
-    return given
+    if saved.exists() and load_yaml(saved) == cfg.to_dict():
+        return
+    save_yaml(saved, cfg.to_dict())
+
+
+def feature_files(data_dir: Path) -> list[Path]:
+    """The files of a data dir that the i-vector front end reads."""
+    return [data_dir / "feats.scp", data_dir / "vad.scp"]
+
+
+def stage_signature(cfg: IvectorConfig, sections: tuple[str, ...], exp: Path,
+                    data_files: list[Path] = (), exp_files: list[Path] = ()) -> dict:
+    """The signature an i-vector stage records beside its output.
+
+    ``sections`` of the config; ``data_files`` by their resolved path (``data/train``
+    and ``./data/train`` are one input); ``exp_files``, the experiment's own models and
+    i-vectors, by their path inside ``exp``, so a copied or moved experiment stays current.
+    """
+    full = cfg.to_dict()
+    return signature(config={name: full[name] for name in sections},
+                     inputs=[Path(p).resolve() for p in data_files],
+                     options={"exp_files": {str(Path(p).relative_to(exp)): file_digest(p)
+                                            for p in exp_files}})
 
 
 def load_exp_config(exp: Path) -> IvectorConfig:
@@ -137,9 +191,10 @@ def load_ubm(exp: Path, cfg: IvectorConfig):
     ubm = DiagGmm.load(path)
     want = _frontend_dim(cfg.frontend)
     if ubm.dim != want:
-        raise DeepSpeakerError(f"{path}: the UBM is for {ubm.dim}-d features but "
-                               f"{exp / 'config.yaml'} gives {want}-d features "
-                               f"({cfg.frontend.num_ceps} MFCC, delta order {cfg.frontend.delta_order})")
+        raise SizeMismatchError(f"{path}: the UBM is for {ubm.dim}-d features but "
+                                f"{exp / 'config.yaml'} gives {want}-d features "
+                                f"({cfg.frontend.num_ceps} MFCC, delta order "
+                                f"{cfg.frontend.delta_order})")
     return ubm
 
 

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import scipy.linalg
 
+from ..utils import DeepSpeakerError, SizeMismatchError, UnusableDataError
 from .lda import _as_matrix, _class_index
 from .model_file import ModelFileError, load_model_npz, require_arrays, save_model_npz
 
@@ -55,6 +56,14 @@ logger = logging.getLogger(__name__)
 PLDA_KIND = "deepspeaker.ivector.TwoCovPLDA"
 PLDA_FORMAT_VERSION = 1
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+class CovarianceError(DeepSpeakerError, np.linalg.LinAlgError):
+    """A covariance that is not positive definite: i-vectors too few or too alike for their dim."""
+
+
+class MissingIvectorsError(DeepSpeakerError, KeyError):
+    """Trials that name ids without an i-vector (a KeyError too, for callers that catch that)."""
 
 
 @dataclass
@@ -80,7 +89,7 @@ def _inv_logdet(m: np.ndarray, what: str) -> tuple[np.ndarray, float]:
     try:
         c, lower = scipy.linalg.cho_factor(m, lower=True)
     except np.linalg.LinAlgError:
-        raise np.linalg.LinAlgError(f"{what} is not positive definite") from None
+        raise CovarianceError(f"{what} is not positive definite") from None
     inv = scipy.linalg.cho_solve((c, lower), np.eye(m.shape[0]))
     return _symmetric(inv), 2.0 * float(np.sum(np.log(np.diag(c))))
 
@@ -94,7 +103,7 @@ def _diagonalizing_transform(between: np.ndarray, within: np.ndarray) -> tuple[n
     try:
         chol = np.linalg.cholesky(within)
     except np.linalg.LinAlgError:
-        raise np.linalg.LinAlgError("within-class covariance is not positive definite") from None
+        raise CovarianceError("within-class covariance is not positive definite") from None
     whiten = scipy.linalg.solve_triangular(chol, np.eye(within.shape[0]), lower=True)
     between_proj = _symmetric(whiten @ between @ whiten.T)
     psi, u = scipy.linalg.eigh(between_proj)
@@ -136,8 +145,8 @@ class TwoCovPLDA:
         for name, shape in (("transform", (d, d)), ("psi", (d,)), ("between", (d, d)),
                             ("within", (d, d))):
             if getattr(self, name).shape != shape:
-                raise ValueError(f"PLDA {name} has shape {getattr(self, name).shape}, expected "
-                                 f"{shape} for a {d}-dim mean")
+                raise SizeMismatchError(f"PLDA {name} has shape {getattr(self, name).shape}, "
+                                        f"expected {shape} for a {d}-dim mean")
         if np.any(self.psi < 0):
             raise ValueError("PLDA psi (between-class variances) must be >= 0")
 
@@ -156,10 +165,10 @@ class TwoCovPLDA:
 
     def _check_dim(self, x: np.ndarray, what: str) -> None:
         if x.shape[-1] != self.dim:
-            where = self.source if self.source else "PLDA model (in memory)"
-            raise ValueError(f"{where}: PLDA model is for {self.dim}-dim vectors but the {what} "
-                             f"are {x.shape[-1]}-dim (was the same LDA dim used for training "
-                             f"and scoring?)")
+            raise SizeMismatchError(f"{'' if self.source else 'PLDA model (in memory): '}PLDA "
+                                    f"model is for {self.dim}-dim vectors but the {what} are "
+                                    f"{x.shape[-1]}-dim (was the same LDA dim used for training "
+                                    f"and scoring?)", path=self.source)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -248,7 +257,7 @@ class TwoCovPLDA:
                    + [f"test {t}" for t in test_ids if t not in test_ivectors])
         if missing:
             shown = ", ".join(missing[:10]) + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
-            raise KeyError(f"{len(missing)} trial id(s) have no i-vector: {shown}")
+            raise MissingIvectorsError(f"{len(missing)} trial id(s) have no i-vector: {shown}")
         if not pairs:
             return np.zeros(0)
 
@@ -351,10 +360,11 @@ class PldaEstimator:
 
     def __init__(self, stats: PldaStats, init: str = "scatter") -> None:
         if stats.num_classes < 2:
-            raise ValueError(f"PLDA needs at least 2 speakers, got {stats.num_classes}")
+            raise UnusableDataError(f"PLDA needs at least 2 speakers, got {stats.num_classes}")
         if stats.num_examples <= stats.num_classes:
-            raise ValueError("every speaker has a single utterance: the within-class covariance "
-                             "cannot be estimated; PLDA needs speakers with several utterances")
+            raise UnusableDataError("every speaker has a single utterance: the within-class "
+                                    "covariance cannot be estimated; PLDA needs speakers with "
+                                    "several utterances")
         if stats.num_examples - stats.num_classes < stats.dim:
             logger.warning("PLDA: only %d within-speaker degrees of freedom for %d dims; the "
                            "within-class covariance will be poorly estimated",
@@ -478,8 +488,8 @@ def cosine_scores(enroll, test) -> np.ndarray:
     enroll = np.asarray(enroll, dtype=np.float64)
     test = np.asarray(test, dtype=np.float64)
     if enroll.shape[-1] != test.shape[-1]:
-        raise ValueError(f"enrollment vectors are {enroll.shape[-1]}-dim but test vectors are "
-                         f"{test.shape[-1]}-dim")
+        raise SizeMismatchError(f"enrollment vectors are {enroll.shape[-1]}-dim but test vectors "
+                                f"are {test.shape[-1]}-dim")
     dots = np.sum(enroll * test, axis=-1)
     norms = np.linalg.norm(enroll, axis=-1) * np.linalg.norm(test, axis=-1)
     return np.divide(dots, norms, out=np.zeros_like(dots, dtype=np.float64), where=norms > 0)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from deepspeaker.ivector.ubm import DiagGmm
+from deepspeaker.utils import SizeMismatchError
 
 DEFAULT_CHUNK_FRAMES = 8192
 
@@ -81,8 +82,8 @@ def compute_stats_batch(gmm: DiagGmm, utterances: Sequence[np.ndarray], top_k: i
     for i, u in enumerate(utterances):
         u = np.asarray(u)
         if u.ndim != 2 or u.shape[1] != dim:
-            raise ValueError(f"utterance {i}: frames of shape {u.shape} do not match the "
-                             f"UBM's feature dim {dim}")
+            raise SizeMismatchError(f"utterance {i}: frames of shape {u.shape} do not match "
+                                    f"the UBM's feature dim {dim}")
         utts.append(u)
     num_u = len(utts)
     n_acc = torch.zeros(num_u * num_c, dtype=torch.float64)

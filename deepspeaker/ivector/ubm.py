@@ -19,8 +19,9 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from deepspeaker.ivector.model_file import load_model_npz, require_arrays, save_model_npz
-from deepspeaker.utils import DeepSpeakerError
+from deepspeaker.ivector.model_file import (ModelFileError, load_model_npz, require_arrays,
+                                            save_model_npz)
+from deepspeaker.utils import SizeMismatchError, UnusableDataError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class DiagGmm:
         c = self.weights.shape[0] if self.weights.ndim == 1 else -1
         if (self.weights.ndim != 1 or self.means.ndim != 2 or self.means.shape[0] != c
                 or self.variances.shape != self.means.shape):
-            raise ValueError(f"inconsistent GMM shapes: weights {self.weights.shape}, means "
+            raise SizeMismatchError(f"inconsistent GMM shapes: weights {self.weights.shape}, means "
                              f"{self.means.shape}, variances {self.variances.shape}")
         if np.any(self.variances <= 0) or np.any(self.weights < 0):
             raise ValueError("GMM variances must be > 0 and weights >= 0")
@@ -76,9 +77,9 @@ class DiagGmm:
         try:
             gmm = cls(data["weights"], data["means"], data["variances"], meta=meta)
         except (KeyError, ValueError) as e:
-            raise DeepSpeakerError(f"{path}: corrupt DiagGmm: {e}") from e
+            raise ModelFileError(f"{path}: corrupt DiagGmm: {e}") from e
         if (gmm.num_components, gmm.dim) != (int(data["num_components"]), int(data["dim"])):
-            raise DeepSpeakerError(
+            raise ModelFileError(
                 f"{path}: header says {int(data['num_components'])} components of dim "
                 f"{int(data['dim'])}, arrays hold {gmm.num_components} of dim {gmm.dim}")
         return gmm
@@ -86,7 +87,7 @@ class DiagGmm:
     def _check_frames(self, x: torch.Tensor | np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         x = torch.as_tensor(x).to(dtype)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"frames of shape {tuple(x.shape)} do not match the GMM's "
+            raise SizeMismatchError(f"frames of shape {tuple(x.shape)} do not match the GMM's "
                              f"feature dim {self.dim}")
         return x
 
@@ -152,9 +153,9 @@ def train_ubm(frames: np.ndarray, num_components: int, *, max_iter: int = 20, se
     if x.ndim != 2:
         raise ValueError(f"expected frames of shape (frames, dims), got {x.shape}")
     if x.shape[0] < num_components:
-        raise ValueError(f"{x.shape[0]} frames are too few for {num_components} components")
+        raise UnusableDataError(f"{x.shape[0]} frames are too few for {num_components} components")
     if not np.all(np.isfinite(x)):
-        raise ValueError("frames contain NaN or inf")
+        raise UnusableDataError("frames contain NaN or inf")
     if init == "k-means++":
         means_init, _ = kmeans_plusplus(x, num_components, random_state=seed)
     elif init == "random_from_data":
@@ -205,15 +206,16 @@ def sample_frames(utt_frames: Iterable[np.ndarray], max_frames: int, seed: int) 
     """
     utts = [np.asarray(u) for u in utt_frames]
     if not utts:
-        raise ValueError("no utterances to sample frames from")
+        raise UnusableDataError("no utterances to sample frames from")
     dims = {u.shape[1] if u.ndim == 2 else None for u in utts}
     if len(dims) != 1 or None in dims:
-        raise ValueError(f"utterances must all be (frames, dim) with one dim; got dims {dims}")
+        raise SizeMismatchError(f"utterances must all be (frames, dim) with one dim; got dims "
+                                f"{dims}")
     (dim,) = dims
     lengths = np.array([u.shape[0] for u in utts], dtype=np.int64)
     total = int(lengths.sum())
     if total == 0:
-        raise ValueError("the utterances hold no frames")
+        raise UnusableDataError("the utterances hold no frames")
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     if total <= max_frames:
