@@ -19,8 +19,7 @@ from deepspeaker.bin import extract_embeddings, train_embedding
 from deepspeaker.nnet.checkpoint import (CHECKPOINT_VERSION, EpochStats, TrainState,
                                          load_checkpoint, save_checkpoint)
 from deepspeaker.nnet.config import train_config_from_dict
-from test_extract import make_exp
-from test_trainer import base_config, write_config, write_data_dir
+from builders import base_config, make_exp, write_config, write_data_dir
 
 NOT_A_CHECKPOINT = "is not a deepspeaker checkpoint ({}); it will not be loaded"
 NOT_TORCH = "truncated, or not a file torch.save wrote"

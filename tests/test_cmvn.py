@@ -14,15 +14,8 @@ from deepspeaker.features import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Small torch ops stall when threads outnumber free cores (see fbank.py); one is fastest.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small torch ops stall when threads outnumber free cores (see fbank.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_normalize_gives_zero_mean_unit_std():

@@ -5,24 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+from builders import make_exp
+
 from deepspeaker.bin import extract_embeddings as extract_bin
 from deepspeaker.features import prepare_features
 from deepspeaker.nnet.extract import ExtractOptions, extract_embeddings, load_embedder, split_chunks
-from deepspeaker.nnet.models import build_model
-from deepspeaker.nnet.trainer import save_checkpoint, train_config_from_dict
-from deepspeaker.utils import ConfigError, save_yaml
+from deepspeaker.utils import ConfigError
 
 LENGTHS = {"s1-a": 120, "s1-b": 37, "s2-a": 80, "s2-b": 95, "s2-c": 12}
-
-
-def make_exp(path, name="gru", width=0.0625, ckpt_width=None, seed=0):
-    torch.manual_seed(seed)
-    model = build_model(name, width=ckpt_width or width)
-    cfg = train_config_from_dict({"model": {"name": name, "options": {"width": width}}})
-    path.mkdir(parents=True)
-    save_yaml(path / "config.yaml", cfg.to_dict())
-    save_checkpoint(path / "best.pt", {"model": model.state_dict(), "model_config": model.config()})
-    return path
 
 
 @pytest.fixture()

@@ -34,15 +34,8 @@ RESOLVABLE_NATS = 15.0
 FLT_EPSILON = float(np.finfo(np.float32).eps)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Small torch ops stall when threads outnumber free cores (see fbank.py); one is fastest.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small torch ops stall when threads outnumber free cores (see fbank.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from deepspeaker.nnet.models import build_model
 from deepspeaker.nnet.objectives import (OBJECTIVES, SoftmaxObjective, TripletObjective,
                                          build_objective)
 from deepspeaker.utils import ConfigError
-from test_trainer import base_config, write_data_dir
+from builders import base_config, write_data_dir
 
 NNET = Path(__file__).resolve().parents[1] / "deepspeaker" / "nnet"
 

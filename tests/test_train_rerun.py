@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 import torch
 
 from deepspeaker.bin import train_embedding
 from deepspeaker.nnet.checkpoint import load_checkpoint, save_checkpoint
-from test_trainer import base_config, read_log, write_config, write_data_dir
+from builders import base_config, read_log, write_config
 
 OUTPUTS = ("last.pt", "best.pt", "train_log.tsv", "config.yaml")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rerun_data")
-    return (write_data_dir(root / "train", "tr", 12, 4, 0),
-            write_data_dir(root / "dev", "dv", 6, 3, 1))
 
 
 def cli(conf, train_dir, dev_dir, exp, *options) -> int:
@@ -37,8 +29,8 @@ def stamps(exp) -> dict:
     return {name: (exp / name).stat().st_mtime_ns for name in OUTPUTS if (exp / name).exists()}
 
 
-def test_identical_rerun_of_a_finished_experiment_does_nothing(data, tmp_path, capfd):
-    train_dir, dev_dir = data
+def test_identical_rerun_of_a_finished_experiment_does_nothing(train_dev, tmp_path, capfd):
+    train_dir, dev_dir = train_dev
     conf = write_config(tmp_path / "s.yaml", base_config(epochs=1))
     exp = tmp_path / "exp"
     assert cli(conf, train_dir, dev_dir, exp) == 0
@@ -57,8 +49,8 @@ def test_identical_rerun_of_a_finished_experiment_does_nothing(data, tmp_path, c
     assert "nothing to do" in capfd.readouterr().err
 
 
-def test_what_made_the_experiment_cannot_change_under_it(data, tmp_path, capfd):
-    train_dir, dev_dir = data
+def test_what_made_the_experiment_cannot_change_under_it(train_dev, tmp_path, capfd):
+    train_dir, dev_dir = train_dev
     src = tmp_path / "softmax"
     assert cli(write_config(tmp_path / "s.yaml", base_config(epochs=1)), train_dir, dev_dir,
                src) == 0

@@ -8,82 +8,27 @@ would not.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from builders import REPO, base_config, read_log, write_config
 from torchrun_launch import run_torchrun
 
 from deepspeaker.bin import train_embedding
 from deepspeaker.marker import StageRefused
-from deepspeaker.data.ark import write_ark_scp
 from deepspeaker.nnet.data import BatchPlan, FeatureSet
 from deepspeaker.nnet.distributed import init_distributed
 from deepspeaker.nnet.trainer import learning_rate, load_checkpoint, train, train_config_from_dict
 from deepspeaker.utils import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 RESUME_TOL = 1e-6   # max abs parameter difference, straight run vs. stopped and resumed
 TORCHRUN_TIMEOUT_S = 120
 
 
-def write_data_dir(path: Path, prefix: str, num_spk: int, num_utt: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    path.mkdir(parents=True)
-    feats, vads, utt2spk = {}, {}, {}
-    for s in range(num_spk):
-        mix = rng.normal(size=(64, 6))
-        for u in range(num_utt):
-            utt = f"{prefix}{s:02d}-u{u}"
-            n = int(rng.integers(40, 80))
-            feats[utt] = (rng.normal(size=(n, 6)) @ mix.T + 0.3 * rng.normal(size=(n, 64))).astype(np.float32)
-            vad = np.ones(n, dtype=np.float32)
-            vad[:3] = 0  # a little silence for the VAD to drop
-            vads[utt] = vad
-            utt2spk[utt] = f"{prefix}{s:02d}"
-    write_ark_scp(path / "feats.ark", path / "feats.scp", feats)
-    write_ark_scp(path / "vad.ark", path / "vad.scp", vads)
-    with open(path / "utt2spk", "w") as f:
-        f.writelines(f"{u} {utt2spk[u]}\n" for u in sorted(utt2spk))
-    with open(path / "wav.scp", "w") as f:
-        f.writelines(f"{u} /dev/null\n" for u in sorted(utt2spk))
-    return path
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainer_data")
-    return (write_data_dir(root / "train", "tr", 12, 4, 0),
-            write_data_dir(root / "dev", "dv", 6, 3, 1))
-
-
-def base_config(stage: str = "softmax", **over) -> dict:
-    cfg = {"model": {"name": "rescnn", "options": {"width": 0.125}},
-           "stage": stage, "chunk_frames": 32, "min_frames": 10,
-           "batch_size": 16 if stage == "softmax" else 8, "epochs": 2,
-           # momentum 0.9 rather than the paper's 0.99: 0.99 needs hundreds of steps to settle
-           "optimizer": {"lr_start": 0.05, "lr_end": 0.005, "momentum": 0.9},
-           "dev": {"num_negatives": 5}, "seed": 3, "save_every_steps": 2, "log_every_steps": 1}
-    cfg.update(over)
-    return cfg
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f)
-    return path
-
-
-def read_log(exp: Path) -> list[dict]:
-    with open(exp / "train_log.tsv") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-def test_softmax_stage_learns_and_writes_outputs(data, tmp_path):
-    train_dir, dev_dir = data
+def test_softmax_stage_learns_and_writes_outputs(train_dev, tmp_path):
+    train_dir, dev_dir = train_dev
     conf = write_config(tmp_path / "c.yaml", base_config(epochs=4))
     exp = tmp_path / "exp"
     assert train_embedding.main(["--config", str(conf), str(train_dir), str(dev_dir), str(exp)]) == 0
@@ -106,8 +51,8 @@ def test_softmax_stage_learns_and_writes_outputs(data, tmp_path):
     assert load_checkpoint(exp / "last.pt")["global_step"] == 12
 
 
-def test_resume_matches_straight_run(data, tmp_path):
-    train_dir, dev_dir = data
+def test_resume_matches_straight_run(train_dev, tmp_path):
+    train_dir, dev_dir = train_dev
     # save_every_steps 100: the interrupted run relies on the checkpoint written at the stop.
     conf = write_config(tmp_path / "c.yaml", base_config(save_every_steps=100))
     total = 5  # steps_per_epoch is 3: the stop (step 2) is mid-epoch, the end crosses an epoch
@@ -134,8 +79,8 @@ def test_resume_matches_straight_run(data, tmp_path):
     assert a["history"] == b["history"]
 
 
-def test_init_of_another_architecture_is_refused(data, tmp_path):
-    train_dir, dev_dir = data
+def test_init_of_another_architecture_is_refused(train_dev, tmp_path):
+    train_dir, dev_dir = train_dev
     src = tmp_path / "softmax"
     conf = write_config(tmp_path / "s.yaml", base_config(epochs=1))
     assert train_embedding.main(["--config", str(conf), "--max-steps", "1", str(train_dir),
@@ -156,8 +101,8 @@ def test_init_of_another_architecture_is_refused(data, tmp_path):
                                  str(train_dir), str(dev_dir), str(tmp_path / "t_cli")]) == 1
 
 
-def test_triplet_stage_from_softmax_checkpoint(data, tmp_path):
-    train_dir, dev_dir = data
+def test_triplet_stage_from_softmax_checkpoint(train_dev, tmp_path):
+    train_dir, dev_dir = train_dev
     soft = tmp_path / "softmax"
     sconf = write_config(tmp_path / "s.yaml", base_config(epochs=1))
     assert train_embedding.main(["--config", str(sconf), str(train_dir), str(dev_dir), str(soft)]) == 0
@@ -197,8 +142,8 @@ def test_learning_rate_is_linear_from_start_to_end():
     assert learning_rate(opt, 10, 11) == pytest.approx(0.005)
 
 
-def test_batch_plan_is_reproducible_and_split_over_ranks(data):
-    train_dir, _ = data
+def test_batch_plan_is_reproducible_and_split_over_ranks(train_dev):
+    train_dir, _ = train_dev
     feats = FeatureSet.load(train_dir, min_frames=10)
     plan = BatchPlan(feats, "triplet", batch_size=8, chunk_frames=32, seed=1)
     assert plan.steps_per_epoch == 3  # 12 speakers x 2 pairs = 24 pairs
@@ -215,8 +160,8 @@ def test_batch_plan_is_reproducible_and_split_over_ranks(data):
     assert whole["anchor"].shape == (8, 32, 64)
 
 
-def test_torchrun_two_ranks_triplet(data, tmp_path):
-    train_dir, dev_dir = data
+def test_torchrun_two_ranks_triplet(train_dev, tmp_path):
+    train_dir, dev_dir = train_dev
     conf = write_config(tmp_path / "t.yaml", base_config("triplet", epochs=1, device="cpu"))
     exp = tmp_path / "exp"
     r = run_torchrun(["-m", "deepspeaker.bin.train_embedding", "--config", str(conf),
@@ -249,8 +194,8 @@ def test_recipe_training_configs_parse(path):
         assert cfg.model.options["width"] == 1.0
 
 
-def test_resume_with_another_config_is_refused(data, tmp_path):
-    train_dir, _ = data
+def test_resume_with_another_config_is_refused(train_dev, tmp_path):
+    train_dir, _ = train_dev
     exp = tmp_path / "exp"
     info = init_distributed("cpu")
     train(train_config_from_dict(base_config(epochs=1)), train_dir, None, exp, info, max_steps=1)

@@ -21,20 +21,13 @@ from deepspeaker.nnet.models import build_model
 from deepspeaker.nnet.trainer import (load_checkpoint, resolve_speed_settings, train,
                                       train_config_from_dict)
 from deepspeaker.utils import ConfigError
-from test_trainer import base_config, write_data_dir
+from builders import base_config
 
 # channels_last vs default layout: float32 rounding of the convolutions only.  The
 # embeddings differ by ~1e-6 and the gradients by ~1e-5 relative; two SGD steps leave the
 # weights ~5e-5 apart.
 CL_LOSS_TOL = 1e-4
 CL_PARAM_TOL = 1e-3
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainer_amp_data")
-    return (write_data_dir(root / "train", "tr", 12, 4, 0),
-            write_data_dir(root / "dev", "dv", 6, 3, 1))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +56,8 @@ def test_speed_settings_parse_and_resolve():
 
 
 @pytest.mark.parametrize("stage", ["softmax", "triplet"])
-def test_bf16_on_cpu_trains_and_checkpoint_is_float32(data, info, tmp_path, stage):
-    train_dir, dev_dir = data
+def test_bf16_on_cpu_trains_and_checkpoint_is_float32(train_dev, info, tmp_path, stage):
+    train_dir, dev_dir = train_dev
     exp = tmp_path / "exp"
     epochs = 4 if stage == "softmax" else 2
     cfg = train_config_from_dict(base_config(stage, epochs=epochs, amp="bf16", save_every_steps=100))
@@ -91,8 +84,8 @@ def test_bf16_on_cpu_trains_and_checkpoint_is_float32(data, info, tmp_path, stag
     assert train(same, train_dir, dev_dir, exp, info)["global_step"] == 3 * epochs
 
 
-def test_channels_last_on_cpu_matches_default_layout(data, info, tmp_path):
-    train_dir, _ = data
+def test_channels_last_on_cpu_matches_default_layout(train_dev, info, tmp_path):
+    train_dir, _ = train_dev
     states, ckpts = {}, {}
     for cl in (False, True):
         cfg = train_config_from_dict(base_config(epochs=1, channels_last=cl, save_every_steps=100))
@@ -116,8 +109,8 @@ def _batches(feats: FeatureSet, stage: str, steps: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("stage", ["softmax", "triplet"])
-def test_features_from_disk_give_the_same_batches(data, stage, caplog):
-    train_dir, _ = data
+def test_features_from_disk_give_the_same_batches(train_dev, stage, caplog):
+    train_dir, _ = train_dev
     with caplog.at_level(logging.INFO, logger="deepspeaker.nnet.data"):
         mem = FeatureSet.load(train_dir, min_frames=10, max_memory_gb=8.0)
         disk = FeatureSet.load(train_dir, min_frames=10, max_memory_gb=0.0)
@@ -134,8 +127,8 @@ def test_features_from_disk_give_the_same_batches(data, stage, caplog):
             np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_dev_features_from_disk_honour_max_frames(data):
-    _, dev_dir = data
+def test_dev_features_from_disk_honour_max_frames(train_dev):
+    _, dev_dir = train_dev
     mem = FeatureSet.load(dev_dir, max_frames=30)
     disk = FeatureSet.load(dev_dir, max_frames=30, max_memory_gb=0.0)
     assert not disk.in_memory and int(disk.lengths.max()) == 30
@@ -143,8 +136,8 @@ def test_dev_features_from_disk_honour_max_frames(data):
         np.testing.assert_array_equal(mem.get(i), disk.get(i))
 
 
-def test_training_from_disk_matches_in_memory(data, info, tmp_path):
-    train_dir, dev_dir = data
+def test_training_from_disk_matches_in_memory(train_dev, info, tmp_path):
+    train_dir, dev_dir = train_dev
     ckpts = {}
     for gb in (8.0, 0.0):
         cfg = train_config_from_dict(base_config(epochs=1, max_memory_gb=gb, save_every_steps=100))

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from deepspeaker.nnet.trainer import load_checkpoint
-from test_trainer import REPO, base_config, write_config, write_data_dir
+from builders import REPO, base_config, write_config, write_data_dir
 
 TOL = 1e-6            # max abs difference of parameters and momenta (exact in practice)
 EPOCHS = 12           # 3 steps per epoch: 36 steps, a few seconds

@@ -14,15 +14,8 @@ SR = 16000
 LENGTH, SHIFT = 400, 160
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Small torch ops stall when threads outnumber free cores (see fbank.py); one is fastest.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small torch ops stall when threads outnumber free cores (see fbank.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def naive_vad(log_energy, vad_energy_threshold=5.0, vad_energy_mean_scale=0.5,
