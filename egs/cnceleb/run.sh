@@ -21,8 +21,7 @@ cnceleb2_dir=""       # CN-Celeb2 (optional, training only): data/<spk>/ or CN-C
 paper_size_defaults
 report_title="egs/cnceleb: CN-Celeb1 eval, paper-size configs"
 parse_recipe_options "$@"
-dev_set=""            # the prep makes no dev set
-                      # eval: CN-Celeb1's 200 evaluation speakers, enrollment + test utterances
+dev_set=""            # the prep makes no dev set; eval: CN-Celeb1's 200 evaluation speakers
 
 if in_stages 0; then
   # Every check (layout, the lists and each file they name, empty speaker folders)
