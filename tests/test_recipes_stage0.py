@@ -4,8 +4,9 @@ The trees are those of the data prep tests (test_prep_*.py).  Each recipe runs a
 user runs it (bash, its own options, LC_ALL=C) with --stage 0 --stop-stage 0: it
 writes the data dirs and trial lists its shared stages expect, a second run with the
 same options skips the prep, other options redo it, and a wrong option or a missing
-corpus option fails before anything is written.  The recipes' paper-size configs
-parse, and the scripts are shellcheck clean.
+corpus option fails before anything is written.  The paper-size configs these recipes
+share (conf/paper) parse and hold the paper's values.  The shell side of every recipe
+(help, options, shellcheck) is tested in test_recipe_shell.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from deepspeaker.nnet.trainer import train_config_from_dict
 from deepspeaker.utils import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHELLCHECK = Path("/tmp/sc/bin/shellcheck")
 RECIPES = ("librispeech", "voxceleb", "cnceleb")
 SKIPPED = "stage 0: skipped"
 
@@ -78,6 +78,7 @@ def test_librispeech(tmp_path):
         assert d.utts == sorted_ids(ls.ls_expected(corpus, subset))
         assert (data / name / "spk2gender").is_file()
     check_rerun("librispeech", tmp_path, args)
+    check_rerun("librispeech", tmp_path, [*args, "--nj", "3"])  # --nj is in no signature
     # Other options, another signature: the prep runs again (no dev set: the old one goes).
     r = ok(run_recipe("librispeech", tmp_path, *args, "--dev-subsets", ""))
     assert SKIPPED not in r.stderr
@@ -158,13 +159,15 @@ def test_failed_prep_writes_no_marker(tmp_path):
     assert not (tmp_path / "data" / ".prep.done").exists()
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_confs(recipe):
-    """Every config the shared stages read is there, parses, and has the paper's values."""
-    conf = ROOT / "egs" / recipe / "conf"
+def test_paper_confs():
+    """Every config the shared stages read is in conf/paper, parses, and has the paper's values."""
+    conf = ROOT / "conf" / "paper"
     assert (conf / "fbank_vad.yaml").is_file() and (conf / "ivector.yaml").is_file()
+    ivector = load_yaml(conf / "ivector.yaml")
+    assert (ivector["ubm"]["num_components"], ivector["extractor"]["rank"],
+            ivector["backend"]["lda_dim"]) == (1024, 400, 200)  # paper §4.2
     for model in ("rescnn", "gru"):
-        for strategy in ("softmax", "triplet", "triplet_only"):
+        for strategy in ("softmax", "triplet", "triplet_only", "transfer"):
             path = conf / f"{model}_{strategy}.yaml"
             cfg = train_config_from_dict(load_yaml(path), where=str(path))
             assert cfg.model.name == model and cfg.model.options["width"] == 1.0
@@ -174,14 +177,8 @@ def test_recipe_confs(recipe):
             assert (cfg.epochs, cfg.batch_size) == ((10, 64) if cfg.stage == "softmax"
                                                     else (15, 128))
         build_model(model, **cfg.model.options)
-        only, triplet = (load_yaml(conf / f"{model}_{s}.yaml") for s in ("triplet_only", "triplet"))
-        assert only == triplet  # the paper has one set of triplet values for both T5 rows
-    assert not list(conf.glob("*_paper*.yaml"))
-
-
-@pytest.mark.skipif(not SHELLCHECK.exists(), reason=f"{SHELLCHECK} not installed")
-def test_shellcheck():
-    scripts = [str(ROOT / "egs" / r / "run.sh") for r in RECIPES]
-    r = subprocess.run([str(SHELLCHECK), "-x", *scripts], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+        # The paper has one set of triplet values, for both T5 rows and for fine-tuning.
+        triplet = load_yaml(conf / f"{model}_triplet.yaml")
+        for other in ("triplet_only", "transfer"):
+            assert load_yaml(conf / f"{model}_{other}.yaml") == triplet, other
+    assert not list((ROOT / "egs").glob("*/conf/*_paper*.yaml"))  # one copy only

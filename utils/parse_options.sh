@@ -14,6 +14,8 @@
 #       set the already-declared variable foo_bar (dashes become underscores);
 #       a variable that is not set is an unknown option: exit 1.
 #       If foo_bar is currently true or false, VALUE must be true or false.
+#       If $option_names is set (space-separated names, as utils/recipe.sh sets
+#       it), only those variables are options: a script's other variables are not.
 #   --config FILE   source FILE here (options after it override what it sets).
 #   --help, -h      print $help_message to stderr and exit 0.
 #   --              end of options (consumed).
@@ -79,7 +81,8 @@ while [[ $# -gt 0 ]]; do
   _po_name=${_po_name//-/_}
   # Only names a script can have declared; _po_* are this file's own scratch.
   if [[ ! "$_po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ || "$_po_name" == _po_* ]] \
-      || [[ ! -v "$_po_name" ]]; then
+      || [[ ! -v "$_po_name" ]] \
+      || [[ -n "${option_names+set}" && " $option_names " != *" $_po_name "* ]]; then
     echo "$0: unknown option $_po_opt" >&2
     exit 1
   fi

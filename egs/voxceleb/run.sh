@@ -1,80 +1,39 @@
 #!/usr/bin/env bash
-# egs/voxceleb: VoxCeleb1 (+ VoxCeleb2 dev) read in place, with the paper-size
-# configs.  Parameters and the stage list only; the work is in deepspeaker.bin.
+# egs/voxceleb: VoxCeleb1 (+ VoxCeleb2 dev) read in place, with the paper-size configs
+# of ../../conf/paper.  Parameters and stage 0 only; the shared options are in
+# utils/recipe.sh, stages 1-12 in utils/stages.sh, the work in deepspeaker.bin.
 #
 #   ./run.sh --vox1-dir /data/voxceleb1 [--vox2-dir /data/voxceleb2] [--trial-lists DIR]
 #       [--train-vox1 dev|none] [--stage N] [--stop-stage M] [--nj 8]
 #
-# Stages: 0 data dirs data/{train,vox1_test} (+ data/vox1_all with the Vox1-E/H
-# lists) from the corpus' own layout (here), then the shared stages of
-# utils/stages.sh on train and vox1_test: 1 fbank + VAD, 2 trials (the paper's 1 + 99
-# list beside Vox1-O, trials_vox1_o) + MFCC-stats reference, 3 UBM, 4 i-vector
-# extractor + i-vectors, 5 LDA/PLDA scoring, 6 softmax pre-training, 7 triplet
-# training, 8 embedding extraction, 9 cosine scoring, 10 fusion + exp/RESULTS.md;
-# with --train-fractions "0.25 0.5", 11: the training-size study (T7); with
-# --transfer-from, 12: another recipe's model here (T9/T10).  There is no dev set: the
-# networks train for their full epochs and best.pt is the last epoch's model.  Every
-# stage can be rerun: finished work is skipped, a crashed run continues.  Relative
-# paths are relative to this directory.
+# Stage 0 makes data/{train,vox1_test} (+ data/vox1_all with the Vox1-E/H lists) from
+# the corpus' own layout (here); stages 1-12 are those of every recipe (README.md), on
+# train and vox1_test, whose lists are the paper's 1 + 99 `trials` beside Vox1-O
+# (`trials_vox1_o`).  There is no dev set: the networks train for their full epochs and
+# best.pt is the last epoch's model.  Relative paths are relative to this directory.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-. ../../path.sh
-. ../../utils/log.sh
+. ../../utils/recipe.sh
 
-stage=0
-stop_stage=100
-nj=8                  # parallel jobs
-seed=0
 vox1_dir=""           # VoxCeleb1: wav/<spk>/<youtube_id>/<nnnnn>.wav, or dev/wav + test/wav
 vox2_dir=""           # VoxCeleb2 (optional): dev/aac/<spk>/... or aac/<spk>/... (m4a, ffmpeg)
 trial_lists=""        # dir of veri_test2.txt, list_test_all2.txt, list_test_hard2.txt
                       # (default: --vox1-dir)
 train_vox1=dev        # VoxCeleb1 speakers in data/train: dev (all but the test ones) or none
-data=data             # Kaldi data dirs
-exp=exp               # logs, models, scores
-feat_conf=conf/fbank_vad.yaml
-ivector_conf=conf/ivector.yaml   # paper §4.2: 1024-component UBM, 400-d i-vectors
-nnet_conf_dir=conf    # <model>_softmax.yaml, <model>_triplet.yaml, <model>_triplet_only.yaml
-nnet_models="rescnn gru"                            # frame-level networks (paper T1, T2)
-nnet_strategies="softmax triplet softmax_triplet"   # T5's rows: any of these three
-fusion_strategy=softmax_triplet                     # the models fused in T6 and shown in T8
+paper_size_defaults
 report_title="egs/voxceleb: VoxCeleb1 test, paper-size configs"
-train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
-transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)
-max_failed_fraction=0.05
-help_message="Usage: $0 --vox1-dir DIR [--vox2-dir DIR] [--trial-lists DIR] [--train-vox1 dev|none]
-  [--stage N] [--stop-stage M] [--nj N] [--data DIR] [--exp DIR]
-  [--ivector-conf YAML] [--nnet-conf-dir DIR] [--nnet-models \"rescnn gru\"]
-  [--nnet-strategies \"softmax triplet softmax_triplet\"] [--fusion-strategy softmax_triplet]
-  [--train-fractions \"0.25 0.5\"] [--transfer-from EXP_DIR]"
-
-log "$0 $*"
-. ../../utils/parse_options.sh
-[ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }
-
-train_set="train"
+parse_recipe_options "$@"
 dev_set=""            # the prep makes no dev set
 eval_set="vox1_test"  # the 40 VoxCeleb1 test speakers
-log "stages $stage..$stop_stage, nj=$nj, data=$data, exp=$exp"
 
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+if in_stages 0; then
   # Every check (layout, each trial line and the file it names, ffmpeg for m4a) comes
   # before anything is written; the sets are then written together.
-  [ -n "$vox1_dir" ] || die "stage 0 needs --vox1-dir DIR (the VoxCeleb1 folder)"
-  sig="vox1_dir=$vox1_dir vox2_dir=$vox2_dir trial_lists=$trial_lists train_vox1=$train_vox1"
-  if [ -f "$data/.prep.done" ] && [ "$(cat "$data/.prep.done")" = "$sig" ]; then
-    log "stage 0: skipped, $data already prepared with these options ($sig)"
-  else
-    log "stage 0: data dirs from $vox1_dir${vox2_dir:+ and $vox2_dir} into $data"
-    rm -f "$data/.prep.done"
-    python local/prepare_data.py --vox1-dir "$vox1_dir" ${vox2_dir:+--vox2-dir "$vox2_dir"} \
-      ${trial_lists:+--trial-lists "$trial_lists"} --train-vox1 "$train_vox1" --data-dir "$data"
-    for x in $train_set $dev_set $eval_set; do validate_data_dir.sh "$data/$x"; done
-    echo "$sig" > "$data/.prep.done"
-  fi
+  need vox1_dir "the VoxCeleb1 folder"
+  prepare_data vox1_dir vox2_dir trial_lists train_vox1 -- python local/prepare_data.py \
+    --vox1-dir "$vox1_dir" ${vox2_dir:+--vox2-dir "$vox2_dir"} \
+    ${trial_lists:+--trial-lists "$trial_lists"} --train-vox1 "$train_vox1" --data-dir "$data"
 fi
 
 . ../../utils/stages.sh
-
-log "$0: done (stages $stage..$stop_stage)"
