@@ -14,56 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from deepspeaker.data import DataDir, validate_data_dir
+from corpus_trees import EVAL_IDS, TRAIN, TRIALS_KALDI, make_cnc1, train_ids, write_audio
 from prep_checks import assert_failed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "egs" / "cnceleb" / "local" / "prepare_data.py"
-SR = 16000
 
-TRAIN = {"id00000": ["singing-01-001", "speech-02-003"], "id00001": ["interview-01-001"]}
-EVAL_SPK = ("id00800", "id00801")
-TEST_FILES = ["id00800-singing-01-001", "id00800-interview-02-003", "id00801-drama-01-001"]
-TRIALS = [("id00800-enroll", "id00800-singing-01-001", 1),
-          ("id00800-enroll", "id00801-drama-01-001", 0),
-          ("id00801-enroll", "id00800-interview-02-003", 0),
-          ("id00801-enroll", "id00801-drama-01-001", 1)]
-TRIALS_KALDI = [f"{e} {t} {'target' if lab else 'nontarget'}" for e, t, lab in TRIALS]
 CNC2 = {"id10001": ["vlog-01-001", "vlog-01-002"], "id10002": ["live_broadcast-03-010"]}
-
-
-def write_audio(path: Path, freq: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(0.3 * SR)) / SR
-    sf.write(str(path), 0.1 * np.sin(2 * np.pi * freq * t), SR, subtype="PCM_16")
-
-
-def make_cnc1(base: Path, folder: str = "CN-Celeb_flac", ext: str = ".flac",
-              dev_lst: bool = True) -> Path:
-    root = base / "cnc1" / folder
-    for i, (spk, stems) in enumerate(TRAIN.items()):
-        for stem in stems:
-            write_audio(root / "data" / spk / f"{stem}{ext}", 150 + 40 * i)
-    for spk in EVAL_SPK:  # data/ holds the eval speakers too, as the release does
-        write_audio(root / "data" / spk / f"speech-01-001{ext}", 300)
-        write_audio(root / "eval" / "enroll" / f"{spk}-enroll{ext}", 300)
-    for stem in TEST_FILES:
-        write_audio(root / "eval" / "test" / f"{stem}{ext}", 300)
-    lists = root / "eval" / "lists"
-    lists.mkdir(parents=True)
-    (lists / "enroll.lst").write_text(
-        "".join(f"{spk}-enroll enroll/{spk}-enroll{ext}\n" for spk in EVAL_SPK))
-    (lists / "test.lst").write_text("".join(f"test/{stem}{ext}\n" for stem in TEST_FILES))
-    (lists / "trials.lst").write_text(
-        "".join(f"{e} test/{t}{ext} {lab}\n" for e, t, lab in TRIALS))
-    if dev_lst:
-        (root / "dev").mkdir()
-        (root / "dev" / "dev.lst").write_text("".join(f"{spk}\n" for spk in TRAIN))
-    return base / "cnc1"
 
 
 def run(args: list) -> subprocess.CompletedProcess:
@@ -81,14 +41,6 @@ def check_valid(d: Path) -> DataDir:
     for path in data.wav_scp.values():
         assert os.path.isabs(path) and os.path.isfile(path)
     return data
-
-
-
-def train_ids(tree: dict) -> list[str]:
-    return sorted(f"{spk}-{stem}" for spk, stems in tree.items() for stem in stems)
-
-
-EVAL_IDS = sorted([f"{spk}-enroll" for spk in EVAL_SPK] + TEST_FILES)
 
 
 def test_flac_release(tmp_path):

@@ -20,11 +20,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 
 from deepspeaker.data import validate_data_dir
+from corpus_trees import (
+    LS_ARGS, LS_SETS, LS_TREE, READERS, SPEAKERS_TXT_HEAD, ls_expected, make_librispeech,
+    snapshot, speakers_txt_line, write_flac)
 from prep_checks import assert_failed
 from deepspeaker.data.kaldi_dir import sorted_ids
 from deepspeaker.data import prep
@@ -34,18 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LS_SCRIPT = ROOT / "egs" / "librispeech" / "local" / "prepare_data.py"
 MINI_SCRIPT = ROOT / "egs" / "librispeech_mini" / "local" / "prepare_data.py"
 REAL_MINI = ROOT.parent / "shared" / "data" / "librispeech-mini"
-SR = 16000
 SETS = ("train", "dev", "eval")
 KALDI_FILES = ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "spk2gender")
 
 
 # --------------------------------------------------------------------------- helpers
-
-def write_flac(path: Path, num_samples: int, seed: int) -> None:
-    """Noise, 16 kHz mono PCM_16 FLAC, as the corpora are."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    audio = (np.random.default_rng(seed).standard_normal(num_samples) * 3000).astype(np.int16)
-    sf.write(str(path), audio, SR, subtype="PCM_16", format="FLAC")
 
 
 def run(script: Path, args: list, cwd: Path) -> subprocess.CompletedProcess:
@@ -59,18 +54,12 @@ def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return r
 
 
-
 def table(path: Path) -> dict[str, str]:
     """``key value`` lines, asserting the keys are unique and sorted bytewise."""
     lines = [line.split(" ", 1) for line in path.read_text().splitlines()]
     keys = [k for k, _ in lines]
     assert keys == sorted_ids(keys) and len(set(keys)) == len(keys), path
     return dict(lines)
-
-
-def snapshot(data: Path) -> dict[str, str]:
-    """Every file under ``data`` (hidden ones included) -> its text."""
-    return {str(p.relative_to(data)): p.read_text() for p in sorted(data.rglob("*")) if p.is_file()}
 
 
 def check_data_dir(d: Path) -> dict[str, dict[str, str]]:
@@ -91,73 +80,6 @@ def check_data_dir(d: Path) -> dict[str, dict[str, str]]:
 
 
 # --------------------------------------------------------------------------- LibriSpeech
-
-SPEAKERS_TXT_HEAD = """\
-; Some pipe(|) separated metadata about all LibriVox readers, whose work was used
-; in the corpus.
-;
-; The meaning of the fields in left-to-right order is as follows:
-;
-; reader_id: the ID of the reader in the LibriVox's database
-; gender: 'F' for female, 'M' for male
-; subset: the corpus subset to which the reader's audio is assigned
-; duration: total number of minutes of speech by the reader, included in the corpus
-; name: the name under which the reader is registered in LibriVox
-;
-;ID  |SEX| SUBSET           |MINUTES| NAME
-"""
-# (id, sex, subset, name): a name with spaces, one with '|' (as reader 60's is), and a
-# reader of a subset the fake tree does not have.
-READERS = [
-    ("14", "F", "train-clean-360", "Kristin LeMoine"),
-    ("19", "F", "train-clean-100", "Kara Shallenberg"),
-    ("60", "M", "train-clean-100", "|CBW|Simon"),
-    ("84", "F", "dev-clean", "Christie Nowak"),
-    ("103", "F", "train-clean-100", "Karen Savage"),
-    ("121", "F", "test-clean", "Nicodemus"),
-    ("1034", "M", "train-clean-100", "Kevin O'Coin"),
-    ("1089", "M", "test-clean", "Bill Boerst"),
-]
-# subset -> speaker -> chapter -> utterances; "103" and "1034" check bytewise order.
-LS_TREE = {
-    "train-clean-100": {"19": {"198": 2, "227": 1}, "60": {"121082": 1}, "103": {"1240": 2},
-                        "1034": {"121119": 1}},
-    "dev-clean": {"84": {"121123": 2}},
-    "test-clean": {"121": {"121726": 2}, "1089": {"134686": 1, "134691": 1}},
-}
-LS_ARGS = ["--train-subsets", "train-clean-100", "--dev-subsets", "dev-clean",
-           "--eval-subsets", "test-clean"]
-LS_SETS = {"train": "train-clean-100", "dev": "dev-clean", "eval": "test-clean"}
-
-
-def speakers_txt_line(spk: str, sex: str, subset: str, name: str) -> str:
-    return f"{spk:<5}| {sex} | {subset:<16} | 25.03 | {name}\n"
-
-
-def make_librispeech(root: Path) -> Path:
-    """``root/LibriSpeech`` with LS_TREE and SPEAKERS.TXT; returns the LibriSpeech dir."""
-    ls = root / "LibriSpeech"
-    n = 0
-    for subset, speakers in LS_TREE.items():
-        for spk, chapters in speakers.items():
-            for chapter, count in chapters.items():
-                d = ls / subset / spk / chapter
-                for i in range(count):
-                    write_flac(d / f"{spk}-{chapter}-{i:04d}.flac", 8000 + 800 * n, n)
-                    n += 1
-                (d / f"{spk}-{chapter}.trans.txt").write_text(
-                    "".join(f"{spk}-{chapter}-{i:04d} SOME WORDS\n" for i in range(count)))
-    (ls / "SPEAKERS.TXT").write_text(
-        SPEAKERS_TXT_HEAD + "".join(speakers_txt_line(*r) for r in READERS))
-    return ls
-
-
-def ls_expected(ls: Path, subset: str) -> dict[str, Path]:
-    """Utterance id -> flac of a subset of LS_TREE."""
-    ids = [(spk, chapter, f"{spk}-{chapter}-{i:04d}")
-           for spk, chapters in LS_TREE[subset].items()
-           for chapter, count in chapters.items() for i in range(count)]
-    return {utt: ls / subset / spk / chapter / f"{utt}.flac" for spk, chapter, utt in ids}
 
 
 @pytest.fixture

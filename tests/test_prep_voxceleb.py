@@ -16,101 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from deepspeaker.data import DataDir, validate_data_dir
+from corpus_trees import (
+    LIST_ALL2, LIST_ALL2_KALDI, LIST_HARD2, LIST_HARD2_KALDI, VERI_TEST2, VERI_TEST2_KALDI,
+    VOX1_DEV, VOX1_TEST, VOX2_DEV, fake_ffmpeg, make_vox1, make_vox2, utt_ids)
 from prep_checks import assert_failed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "egs" / "voxceleb" / "local" / "prepare_data.py"
-SR = 16000
-
-# spk -> {youtube_id: [nnnnn, ...]}; youtube ids with '-' and '_' as the real ones have.
-VOX1_DEV = {
-    "id10001": {"1zcIwhmdeo4": ["00001", "00002"], "7w0IBEWc9Qw": ["00001"]},
-    "id10002": {"-Ab_c-d9XyZ": ["00001", "00003"]},
-}
-VOX1_TEST = {
-    "id10270": {"5r0dWxy17C8": ["00001", "00002"], "x6uYqmx31kE": ["00001"]},
-    "id10271": {"1gtz-CUIygI": ["00001"], "_9Lnx1GLdF0": ["00002"]},
-}
-VOX2_DEV = {
-    "id00012": {"21Uxsk56VDQ": ["00001", "00002"]},
-    "id00015": {"0fijmz4vTVU": ["00001"]},
-}
-
-VERI_TEST2 = """\
-1 id10270/5r0dWxy17C8/00001.wav id10270/x6uYqmx31kE/00001.wav
-0 id10270/5r0dWxy17C8/00001.wav id10271/1gtz-CUIygI/00001.wav
-1 id10271/_9Lnx1GLdF0/00002.wav id10271/1gtz-CUIygI/00001.wav
-0 id10271/_9Lnx1GLdF0/00002.wav id10270/5r0dWxy17C8/00002.wav
-"""
-VERI_TEST2_KALDI = [
-    "id10270-5r0dWxy17C8-00001 id10270-x6uYqmx31kE-00001 target",
-    "id10270-5r0dWxy17C8-00001 id10271-1gtz-CUIygI-00001 nontarget",
-    "id10271-_9Lnx1GLdF0-00002 id10271-1gtz-CUIygI-00001 target",
-    "id10271-_9Lnx1GLdF0-00002 id10270-5r0dWxy17C8-00002 nontarget",
-]
-LIST_ALL2 = """\
-1 id10001/1zcIwhmdeo4/00001.wav id10001/7w0IBEWc9Qw/00001.wav
-0 id10002/-Ab_c-d9XyZ/00003.wav id10270/5r0dWxy17C8/00002.wav
-"""
-LIST_ALL2_KALDI = [
-    "id10001-1zcIwhmdeo4-00001 id10001-7w0IBEWc9Qw-00001 target",
-    "id10002--Ab_c-d9XyZ-00003 id10270-5r0dWxy17C8-00002 nontarget",
-]
-LIST_HARD2 = "0 id10001/1zcIwhmdeo4/00002.wav id10002/-Ab_c-d9XyZ/00001.wav\n"
-LIST_HARD2_KALDI = ["id10001-1zcIwhmdeo4-00002 id10002--Ab_c-d9XyZ-00001 nontarget"]
-
-
-def utt_ids(tree: dict) -> list[str]:
-    return sorted(f"{spk}-{yt}-{n}" for spk, videos in tree.items()
-                  for yt, ns in videos.items() for n in ns)
-
-
-def write_tree(root: Path, tree: dict, suffix: str) -> None:
-    t = np.arange(int(0.3 * SR)) / SR
-    for i, (spk, videos) in enumerate(tree.items()):
-        for yt, ns in videos.items():
-            for n in ns:
-                path = root / spk / yt / f"{n}{suffix}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if suffix == ".wav":
-                    sf.write(str(path), 0.1 * np.sin(2 * np.pi * (200 + 50 * i) * t), SR,
-                             subtype="PCM_16")
-                else:  # never decoded by the tests
-                    path.write_bytes(b"not really aac")
-
-
-def make_vox1(base: Path, layout: str = "flat", lists: dict[str, str] | None = None) -> Path:
-    vox1 = base / "vox1"
-    if layout == "flat":
-        write_tree(vox1 / "wav", {**VOX1_DEV, **VOX1_TEST}, ".wav")
-    else:
-        write_tree(vox1 / "dev" / "wav", VOX1_DEV, ".wav")
-        write_tree(vox1 / "test" / "wav", VOX1_TEST, ".wav")
-    defaults = {"veri_test2.txt": VERI_TEST2, "list_test_all2.txt": LIST_ALL2,
-                "list_test_hard2.txt": LIST_HARD2}
-    for name, text in (defaults if lists is None else lists).items():
-        (vox1 / name).write_text(text)
-    return vox1
-
-
-def make_vox2(base: Path, layout: str = "dev/aac") -> Path:
-    vox2 = base / "vox 2"  # a space: wav.scp pipes must quote the path
-    write_tree(vox2 / layout, VOX2_DEV, ".m4a")
-    return vox2
-
-
-def fake_ffmpeg(base: Path) -> Path:
-    """A dir holding an executable named ffmpeg: the script only checks it is on PATH."""
-    d = base / "bin"
-    d.mkdir()
-    (d / "ffmpeg").write_text("#!/bin/sh\nexit 1\n")
-    (d / "ffmpeg").chmod(0o755)
-    return d
 
 
 def run(args: list, path_dir: Path | None = None) -> subprocess.CompletedProcess:
@@ -132,7 +47,6 @@ def check_valid(d: Path) -> DataDir:
     for utt, spk in data.utt2spk.items():
         assert utt.startswith(spk + "-")
     return data
-
 
 
 def test_vox1_flat_layout_with_all_lists(tmp_path):

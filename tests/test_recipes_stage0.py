@@ -1,6 +1,6 @@
 """Stage 0 of egs/{librispeech,voxceleb,cnceleb}/run.sh on tiny fake corpus trees.
 
-The trees are those of the data prep tests (test_prep_*.py).  Each recipe runs as a
+The trees are the data prep tests' ones (corpus_trees.py).  Each recipe runs as a
 user runs it (bash, its own options, LC_ALL=C) with --stage 0 --stop-stage 0: it
 writes the data dirs and trial lists its shared stages expect, a second run with the
 same options skips the prep, other options redo it, and a wrong option or a missing
@@ -16,15 +16,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import test_prep_cnceleb as cnc
-import test_prep_librispeech as ls
-import test_prep_voxceleb as vox
 
 from deepspeaker.data import DataDir, validate_data_dir
 from deepspeaker.data.kaldi_dir import sorted_ids
 from deepspeaker.nnet.models import build_model
 from deepspeaker.nnet.trainer import train_config_from_dict
 from deepspeaker.utils import load_yaml
+import corpus_trees as trees
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("librispeech", "voxceleb", "cnceleb")
@@ -59,23 +57,23 @@ def valid(d: Path) -> DataDir:
 
 def check_rerun(recipe: str, tmp: Path, args: list) -> None:
     """Same options again: stage 0 is skipped and data/ is left as it was."""
-    before = ls.snapshot(tmp / "data")
+    before = trees.snapshot(tmp / "data")
     r = ok(run_recipe(recipe, tmp, *args))
     assert SKIPPED in r.stderr, r.stderr
     assert "prepare_data.py" not in r.stderr  # the prep did not run
-    assert ls.snapshot(tmp / "data") == before
+    assert trees.snapshot(tmp / "data") == before
 
 
 def test_librispeech(tmp_path):
-    corpus = ls.make_librispeech(tmp_path / "corpus")
-    args = ["--corpus-dir", corpus.parent, *ls.LS_ARGS]
+    corpus = trees.make_librispeech(tmp_path / "corpus")
+    args = ["--corpus-dir", corpus.parent, *trees.LS_ARGS]
     r = ok(run_recipe("librispeech", tmp_path, *args))
     assert SKIPPED not in r.stderr
     data = tmp_path / "data"
     assert sets_of(data) == ["dev", "eval", "train"]
-    for name, subset in ls.LS_SETS.items():
+    for name, subset in trees.LS_SETS.items():
         d = valid(data / name)
-        assert d.utts == sorted_ids(ls.ls_expected(corpus, subset))
+        assert d.utts == sorted_ids(trees.ls_expected(corpus, subset))
         assert (data / name / "spk2gender").is_file()
     check_rerun("librispeech", tmp_path, args)
     check_rerun("librispeech", tmp_path, [*args, "--nj", "3"])  # --nj is in no signature
@@ -87,48 +85,48 @@ def test_librispeech(tmp_path):
 
 
 def test_voxceleb(tmp_path):
-    vox1 = vox.make_vox1(tmp_path)
+    vox1 = trees.make_vox1(tmp_path)
     args = ["--vox1-dir", vox1]
     ok(run_recipe("voxceleb", tmp_path, *args))
     data = tmp_path / "data"
     assert sets_of(data) == ["train", "vox1_all", "vox1_test"]
-    assert valid(data / "vox1_test").utts == vox.utt_ids(vox.VOX1_TEST)
-    assert valid(data / "train").utts == vox.utt_ids(vox.VOX1_DEV)
+    assert valid(data / "vox1_test").utts == trees.utt_ids(trees.VOX1_TEST)
+    assert valid(data / "train").utts == trees.utt_ids(trees.VOX1_DEV)
     assert (data / "vox1_test" / "trials_vox1_o").read_text().splitlines() == \
-        vox.VERI_TEST2_KALDI
-    assert (data / "vox1_all" / "trials_vox1_e").read_text().splitlines() == vox.LIST_ALL2_KALDI
+        trees.VERI_TEST2_KALDI
+    assert (data / "vox1_all" / "trials_vox1_e").read_text().splitlines() == trees.LIST_ALL2_KALDI
     assert (data / "vox1_all" / "trials_vox1_h").read_text().splitlines() == \
-        vox.LIST_HARD2_KALDI
+        trees.LIST_HARD2_KALDI
     check_rerun("voxceleb", tmp_path, args)
 
 
 def test_voxceleb_with_vox2_and_trial_lists_dir(tmp_path):
     """--vox2-dir (a path with a space, m4a through ffmpeg) and --trial-lists."""
-    vox1 = vox.make_vox1(tmp_path, lists={})
-    vox2 = vox.make_vox2(tmp_path)
+    vox1 = trees.make_vox1(tmp_path, lists={})
+    vox2 = trees.make_vox2(tmp_path)
     lists = tmp_path / "lists"
     lists.mkdir()
-    (lists / "veri_test2.txt").write_text(vox.VERI_TEST2)
+    (lists / "veri_test2.txt").write_text(trees.VERI_TEST2)
     args = ["--vox1-dir", vox1, "--vox2-dir", vox2, "--trial-lists", lists, "--train-vox1",
             "none"]
-    ok(run_recipe("voxceleb", tmp_path, *args, path_first=vox.fake_ffmpeg(tmp_path)))
+    ok(run_recipe("voxceleb", tmp_path, *args, path_first=trees.fake_ffmpeg(tmp_path)))
     data = tmp_path / "data"
     assert sets_of(data) == ["train", "vox1_test"]
-    assert valid(data / "train").utts == vox.utt_ids(vox.VOX2_DEV)
+    assert valid(data / "train").utts == trees.utt_ids(trees.VOX2_DEV)
     assert (data / "vox1_test" / "trials_vox1_o").read_text().splitlines() == \
-        vox.VERI_TEST2_KALDI
+        trees.VERI_TEST2_KALDI
 
 
 def test_cnceleb(tmp_path):
-    cnc1 = cnc.make_cnc1(tmp_path)
+    cnc1 = trees.make_cnc1(tmp_path)
     args = ["--cnceleb1-dir", cnc1]
     ok(run_recipe("cnceleb", tmp_path, *args))
     data = tmp_path / "data"
     assert sets_of(data) == ["eval", "train"]
-    assert valid(data / "train").utts == cnc.train_ids(cnc.TRAIN)
-    assert valid(data / "eval").utts == cnc.EVAL_IDS
+    assert valid(data / "train").utts == trees.train_ids(trees.TRAIN)
+    assert valid(data / "eval").utts == trees.EVAL_IDS
     # The official list under its own name; "trials" is left to stage 2 (paper's 1 + 99).
-    assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == cnc.TRIALS_KALDI
+    assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == trees.TRIALS_KALDI
     assert not (data / "eval" / "trials").exists()
     check_rerun("cnceleb", tmp_path, args)
 

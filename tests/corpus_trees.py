@@ -1,0 +1,238 @@
+"""Tiny fake trees of the real corpora's own layouts, for the data-prep tests and the
+recipe stage-0 tests.
+
+LibriSpeech (``<subset>/<spk>/<chapter>/*.flac`` and SPEAKERS.TXT), VoxCeleb1/2
+(``wav/<spk>/<youtube_id>/<nnnnn>.wav``, the dev/ + test/ split, VoxCeleb2's
+``dev/aac/...`` m4a) with official-format trial lists, and CN-Celeb
+(``CN-Celeb_flac/{data,dev,eval}/...`` with its lists), with the ids and Kaldi trial
+lines the prep scripts must give for them.  tests/test_prep_*.py and
+tests/test_recipes_stage0.py import them from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SR = 16000
+
+
+# ---------------------------------------------------------------- LibriSpeech
+
+def write_flac(path: Path, num_samples: int, seed: int) -> None:
+    """Noise, 16 kHz mono PCM_16 FLAC, as the corpora are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = (np.random.default_rng(seed).standard_normal(num_samples) * 3000).astype(np.int16)
+    sf.write(str(path), audio, SR, subtype="PCM_16", format="FLAC")
+
+
+def snapshot(data: Path) -> dict[str, str]:
+    """Every file under ``data`` (hidden ones included) -> its text."""
+    return {str(p.relative_to(data)): p.read_text() for p in sorted(data.rglob("*")) if p.is_file()}
+
+
+SPEAKERS_TXT_HEAD = """\
+; Some pipe(|) separated metadata about all LibriVox readers, whose work was used
+; in the corpus.
+;
+; The meaning of the fields in left-to-right order is as follows:
+;
+; reader_id: the ID of the reader in the LibriVox's database
+; gender: 'F' for female, 'M' for male
+; subset: the corpus subset to which the reader's audio is assigned
+; duration: total number of minutes of speech by the reader, included in the corpus
+; name: the name under which the reader is registered in LibriVox
+;
+;ID  |SEX| SUBSET           |MINUTES| NAME
+"""
+# (id, sex, subset, name): a name with spaces, one with '|' (as reader 60's is), and a
+# reader of a subset the fake tree does not have.
+READERS = [
+    ("14", "F", "train-clean-360", "Kristin LeMoine"),
+    ("19", "F", "train-clean-100", "Kara Shallenberg"),
+    ("60", "M", "train-clean-100", "|CBW|Simon"),
+    ("84", "F", "dev-clean", "Christie Nowak"),
+    ("103", "F", "train-clean-100", "Karen Savage"),
+    ("121", "F", "test-clean", "Nicodemus"),
+    ("1034", "M", "train-clean-100", "Kevin O'Coin"),
+    ("1089", "M", "test-clean", "Bill Boerst"),
+]
+# subset -> speaker -> chapter -> utterances; "103" and "1034" check bytewise order.
+LS_TREE = {
+    "train-clean-100": {"19": {"198": 2, "227": 1}, "60": {"121082": 1}, "103": {"1240": 2},
+                        "1034": {"121119": 1}},
+    "dev-clean": {"84": {"121123": 2}},
+    "test-clean": {"121": {"121726": 2}, "1089": {"134686": 1, "134691": 1}},
+}
+LS_ARGS = ["--train-subsets", "train-clean-100", "--dev-subsets", "dev-clean",
+           "--eval-subsets", "test-clean"]
+LS_SETS = {"train": "train-clean-100", "dev": "dev-clean", "eval": "test-clean"}
+
+
+def speakers_txt_line(spk: str, sex: str, subset: str, name: str) -> str:
+    return f"{spk:<5}| {sex} | {subset:<16} | 25.03 | {name}\n"
+
+
+def make_librispeech(root: Path) -> Path:
+    """``root/LibriSpeech`` with LS_TREE and SPEAKERS.TXT; returns the LibriSpeech dir."""
+    ls = root / "LibriSpeech"
+    n = 0
+    for subset, speakers in LS_TREE.items():
+        for spk, chapters in speakers.items():
+            for chapter, count in chapters.items():
+                d = ls / subset / spk / chapter
+                for i in range(count):
+                    write_flac(d / f"{spk}-{chapter}-{i:04d}.flac", 8000 + 800 * n, n)
+                    n += 1
+                (d / f"{spk}-{chapter}.trans.txt").write_text(
+                    "".join(f"{spk}-{chapter}-{i:04d} SOME WORDS\n" for i in range(count)))
+    (ls / "SPEAKERS.TXT").write_text(
+        SPEAKERS_TXT_HEAD + "".join(speakers_txt_line(*r) for r in READERS))
+    return ls
+
+
+def ls_expected(ls: Path, subset: str) -> dict[str, Path]:
+    """Utterance id -> flac of a subset of LS_TREE."""
+    ids = [(spk, chapter, f"{spk}-{chapter}-{i:04d}")
+           for spk, chapters in LS_TREE[subset].items()
+           for chapter, count in chapters.items() for i in range(count)]
+    return {utt: ls / subset / spk / chapter / f"{utt}.flac" for spk, chapter, utt in ids}
+
+
+# ------------------------------------------------------------------- VoxCeleb
+
+# spk -> {youtube_id: [nnnnn, ...]}; youtube ids with '-' and '_' as the real ones have.
+VOX1_DEV = {
+    "id10001": {"1zcIwhmdeo4": ["00001", "00002"], "7w0IBEWc9Qw": ["00001"]},
+    "id10002": {"-Ab_c-d9XyZ": ["00001", "00003"]},
+}
+VOX1_TEST = {
+    "id10270": {"5r0dWxy17C8": ["00001", "00002"], "x6uYqmx31kE": ["00001"]},
+    "id10271": {"1gtz-CUIygI": ["00001"], "_9Lnx1GLdF0": ["00002"]},
+}
+VOX2_DEV = {
+    "id00012": {"21Uxsk56VDQ": ["00001", "00002"]},
+    "id00015": {"0fijmz4vTVU": ["00001"]},
+}
+
+VERI_TEST2 = """\
+1 id10270/5r0dWxy17C8/00001.wav id10270/x6uYqmx31kE/00001.wav
+0 id10270/5r0dWxy17C8/00001.wav id10271/1gtz-CUIygI/00001.wav
+1 id10271/_9Lnx1GLdF0/00002.wav id10271/1gtz-CUIygI/00001.wav
+0 id10271/_9Lnx1GLdF0/00002.wav id10270/5r0dWxy17C8/00002.wav
+"""
+VERI_TEST2_KALDI = [
+    "id10270-5r0dWxy17C8-00001 id10270-x6uYqmx31kE-00001 target",
+    "id10270-5r0dWxy17C8-00001 id10271-1gtz-CUIygI-00001 nontarget",
+    "id10271-_9Lnx1GLdF0-00002 id10271-1gtz-CUIygI-00001 target",
+    "id10271-_9Lnx1GLdF0-00002 id10270-5r0dWxy17C8-00002 nontarget",
+]
+LIST_ALL2 = """\
+1 id10001/1zcIwhmdeo4/00001.wav id10001/7w0IBEWc9Qw/00001.wav
+0 id10002/-Ab_c-d9XyZ/00003.wav id10270/5r0dWxy17C8/00002.wav
+"""
+LIST_ALL2_KALDI = [
+    "id10001-1zcIwhmdeo4-00001 id10001-7w0IBEWc9Qw-00001 target",
+    "id10002--Ab_c-d9XyZ-00003 id10270-5r0dWxy17C8-00002 nontarget",
+]
+LIST_HARD2 = "0 id10001/1zcIwhmdeo4/00002.wav id10002/-Ab_c-d9XyZ/00001.wav\n"
+LIST_HARD2_KALDI = ["id10001-1zcIwhmdeo4-00002 id10002--Ab_c-d9XyZ-00001 nontarget"]
+
+
+def utt_ids(tree: dict) -> list[str]:
+    return sorted(f"{spk}-{yt}-{n}" for spk, videos in tree.items()
+                  for yt, ns in videos.items() for n in ns)
+
+
+def write_tree(root: Path, tree: dict, suffix: str) -> None:
+    t = np.arange(int(0.3 * SR)) / SR
+    for i, (spk, videos) in enumerate(tree.items()):
+        for yt, ns in videos.items():
+            for n in ns:
+                path = root / spk / yt / f"{n}{suffix}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if suffix == ".wav":
+                    sf.write(str(path), 0.1 * np.sin(2 * np.pi * (200 + 50 * i) * t), SR,
+                             subtype="PCM_16")
+                else:  # never decoded by the tests
+                    path.write_bytes(b"not really aac")
+
+
+def make_vox1(base: Path, layout: str = "flat", lists: dict[str, str] | None = None) -> Path:
+    vox1 = base / "vox1"
+    if layout == "flat":
+        write_tree(vox1 / "wav", {**VOX1_DEV, **VOX1_TEST}, ".wav")
+    else:
+        write_tree(vox1 / "dev" / "wav", VOX1_DEV, ".wav")
+        write_tree(vox1 / "test" / "wav", VOX1_TEST, ".wav")
+    defaults = {"veri_test2.txt": VERI_TEST2, "list_test_all2.txt": LIST_ALL2,
+                "list_test_hard2.txt": LIST_HARD2}
+    for name, text in (defaults if lists is None else lists).items():
+        (vox1 / name).write_text(text)
+    return vox1
+
+
+def make_vox2(base: Path, layout: str = "dev/aac") -> Path:
+    vox2 = base / "vox 2"  # a space: wav.scp pipes must quote the path
+    write_tree(vox2 / layout, VOX2_DEV, ".m4a")
+    return vox2
+
+
+def fake_ffmpeg(base: Path) -> Path:
+    """A dir holding an executable named ffmpeg: the script only checks it is on PATH."""
+    d = base / "bin"
+    d.mkdir()
+    (d / "ffmpeg").write_text("#!/bin/sh\nexit 1\n")
+    (d / "ffmpeg").chmod(0o755)
+    return d
+
+
+# ------------------------------------------------------------------- CN-Celeb
+
+TRAIN = {"id00000": ["singing-01-001", "speech-02-003"], "id00001": ["interview-01-001"]}
+EVAL_SPK = ("id00800", "id00801")
+TEST_FILES = ["id00800-singing-01-001", "id00800-interview-02-003", "id00801-drama-01-001"]
+TRIALS = [("id00800-enroll", "id00800-singing-01-001", 1),
+          ("id00800-enroll", "id00801-drama-01-001", 0),
+          ("id00801-enroll", "id00800-interview-02-003", 0),
+          ("id00801-enroll", "id00801-drama-01-001", 1)]
+TRIALS_KALDI = [f"{e} {t} {'target' if lab else 'nontarget'}" for e, t, lab in TRIALS]
+
+
+def write_audio(path: Path, freq: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(0.3 * SR)) / SR
+    sf.write(str(path), 0.1 * np.sin(2 * np.pi * freq * t), SR, subtype="PCM_16")
+
+
+def make_cnc1(base: Path, folder: str = "CN-Celeb_flac", ext: str = ".flac",
+              dev_lst: bool = True) -> Path:
+    root = base / "cnc1" / folder
+    for i, (spk, stems) in enumerate(TRAIN.items()):
+        for stem in stems:
+            write_audio(root / "data" / spk / f"{stem}{ext}", 150 + 40 * i)
+    for spk in EVAL_SPK:  # data/ holds the eval speakers too, as the release does
+        write_audio(root / "data" / spk / f"speech-01-001{ext}", 300)
+        write_audio(root / "eval" / "enroll" / f"{spk}-enroll{ext}", 300)
+    for stem in TEST_FILES:
+        write_audio(root / "eval" / "test" / f"{stem}{ext}", 300)
+    lists = root / "eval" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "enroll.lst").write_text(
+        "".join(f"{spk}-enroll enroll/{spk}-enroll{ext}\n" for spk in EVAL_SPK))
+    (lists / "test.lst").write_text("".join(f"test/{stem}{ext}\n" for stem in TEST_FILES))
+    (lists / "trials.lst").write_text(
+        "".join(f"{e} test/{t}{ext} {lab}\n" for e, t, lab in TRIALS))
+    if dev_lst:
+        (root / "dev").mkdir()
+        (root / "dev" / "dev.lst").write_text("".join(f"{spk}\n" for spk in TRAIN))
+    return base / "cnc1"
+
+
+def train_ids(tree: dict) -> list[str]:
+    return sorted(f"{spk}-{stem}" for spk, stems in tree.items() for stem in stems)
+
+
+EVAL_IDS = sorted([f"{spk}-enroll" for spk in EVAL_SPK] + TEST_FILES)
