@@ -164,11 +164,13 @@ def test_load_builds_missing_spk2utt_and_rejects_bad_numbers(tmp_path):
 
 
 def test_write_removes_stale_known_files_only(tmp_path):
-    dst = make_dir(tmp_path / "dst", {"feats.scp": "old x\n", "text": "keep me\n"})
+    dst = make_dir(tmp_path / "dst", {"feats.scp": "old x\n", "text": "old y\n",
+                                      "notes": "keep me\n"})
     d = DataDir.load(make_dir(tmp_path / "src", GOOD, feats_scp=None))
     d.write(dst)
-    assert not (dst / "feats.scp").exists()
-    assert (dst / "text").read_text() == "keep me\n"
+    # text is a file of the table (FILE_KINDS), so a stale one goes too; notes is not.
+    assert not (dst / "feats.scp").exists() and not (dst / "text").exists()
+    assert (dst / "notes").read_text() == "keep me\n"
 
 
 def test_line_of(tmp_path):
@@ -348,7 +350,9 @@ def test_fix_filters_to_common_ids(tmp_path, caplog):
                    feats_scp=GOOD["feats.scp"].replace("spkA-u2 f.ark:20\n", ""),
                    vad_scp=GOOD["vad.scp"].replace("spkB-u1 v.ark:30\n", ""),
                    spk2utt="spkA spkA-u2\n", failed_utts="spkA-u2 silence\n")
-    (src / "text").write_text("spkA-u1 hello\n")
+    (src / "text").write_text("spkA-u1 hello\nspkC-u1 gone\n")
+    (src / "spk2gender").write_text("spkA f\nspkB m\nspkC f\n")
+    (src / "notes").write_text("not a Kaldi file\n")
     before = digest(src)
     with caplog.at_level(logging.INFO):
         fixed = fix_data_dir(src, tmp_path / "dst")
@@ -362,12 +366,15 @@ def test_fix_filters_to_common_ids(tmp_path, caplog):
     assert list(dst.feats_scp) == list(dst.vad_scp) == list(dst.utt2num_frames) == dst.utts
     assert dst.failed_utts == {"spkA-u2": "silence"}
     assert (tmp_path / "dst" / "spk2utt").read_text() == "spkA spkA-u1\nspkB spkB-u2\n"
-    assert not (tmp_path / "dst" / "text").exists()
+    # Every file of the table is filtered: text by utterance, spk2gender by speaker.
+    assert (tmp_path / "dst" / "text").read_text() == "spkA-u1 hello\n"
+    assert (tmp_path / "dst" / "spk2gender").read_text() == "spkA f\nspkB m\n"
+    assert not (tmp_path / "dst" / "notes").exists()
     log = caplog.text
     assert "dropped 1 utterance(s) not in utt2spk (e.g. spkC-u1)" in log
     assert "dropped 2 utterance(s) not in feats.scp (e.g. spkA-u2)" in log
     assert "dropped 2 utterance(s) not in vad.scp (e.g. spkB-u1)" in log
-    assert "not copied" in log and "text" in log
+    assert "not copied" in log and "notes" in log
     assert "kept 2 of 5 utterance(s), 2 speaker(s)" in log
     assert not errors(validate_data_dir(tmp_path / "dst", need=("feats.scp", "vad.scp")))
 
@@ -385,10 +392,15 @@ def test_fix_segments_drops_unused_recordings_and_bad_segments(tmp_path, caplog)
     assert validate_data_dir(tmp_path / "dst") == []
 
 
-def test_fix_refuses_in_place_and_empty_result(tmp_path):
-    src = make_dir(tmp_path / "src", GOOD)
-    with pytest.raises(DataDirError, match="destination must differ"):
-        fix_data_dir(src, tmp_path / "." / "src")
+def test_fix_in_place_keeps_a_backup_and_refuses_an_empty_result(tmp_path):
+    # Kaldi's `fix_data_dir.sh DIR`: in place, the old files kept in DIR/.backup/.
+    src = make_dir(tmp_path / "src", GOOD, wav_scp=GOOD["wav.scp"] + "spkC-u1 /c/1.wav\n")
+    old = (src / "wav.scp").read_text()
+    fixed = fix_data_dir(src)
+    assert fixed.utts == DataDir.load(src).utts and "spkC-u1" not in (src / "wav.scp").read_text()
+    assert (src / ".backup" / "wav.scp").read_text() == old
+    assert validate_data_dir(src) == []
+    assert fix_data_dir(src, tmp_path / "." / "src").utts == fixed.utts  # the same dir: in place
     bad = make_dir(tmp_path / "bad", GOOD, feats_scp="other f.ark:1\n")
     with pytest.raises(DataDirError, match="no utterance is present in every file"):
         fix_data_dir(bad, tmp_path / "out")
@@ -425,12 +437,21 @@ def test_shell_wrappers_exit_codes(tmp_path):
     r = run_script("utils/fix_data_dir.sh", str(bad), str(tmp_path / "fixed"))
     assert r.returncode == 0, r.stderr
     assert DataDir.load(tmp_path / "fixed").utts == ["spkA-u1", "spkB-u1", "spkB-u2"]
-    r = run_script("utils/fix_data_dir.sh", str(bad), str(bad))
-    assert r.returncode == 1 and "destination must differ" in r.stderr
+    r = run_script("utils/fix_data_dir.sh", str(bad))  # Kaldi's form: in place, with a backup
+    assert r.returncode == 0, r.stderr
+    assert DataDir.load(bad).utts == ["spkA-u1", "spkB-u1", "spkB-u2"]
+    assert (bad / ".backup" / "utt2spk").is_file()
+    # Kaldi's validate_data_dir.sh options: --no-wav neither requires nor checks wav.scp.
+    nowav = make_dir(tmp_path / "nowav", GOOD, wav_scp=None)
+    assert run_script("utils/validate_data_dir.sh", str(nowav)).returncode == 1
+    r = run_script("utils/validate_data_dir.sh", "--no-feats", "--no-text", "--no-wav", str(nowav))
+    assert r.returncode == 0 and r.stdout.strip() == f"{nowav}: OK", r.stdout
+    r = run_script("utils/validate_data_dir.sh", "--no-feats", str(tmp_path / "good"))
+    assert r.returncode == 0 and "OK (" in r.stdout
 
 
 def test_subset_speakers_nested_seeded_and_filtered(tmp_path):
-    from deepspeaker.data.kaldi_dir import subset_speakers
+    from deepspeaker.data.fix import subset_speakers
 
     spks = [f"s{i:02d}" for i in range(8)]
     utts = [f"{s}-u{j}" for s in spks for j in range(3)]
@@ -440,6 +461,8 @@ def test_subset_speakers_nested_seeded_and_filtered(tmp_path):
     (src / "utt2spk").write_text("".join(f"{u} {u[:3]}\n" for u in utts))
     (src / "feats.scp").write_text("".join(f"{u} /x/feats.ark:{i}\n" for i, u in enumerate(utts)))
     (src / "utt2num_frames").write_text("".join(f"{u} 100\n" for u in utts))
+    (src / "spk2gender").write_text("".join(f"{s} {'mf'[i % 2]}\n" for i, s in enumerate(spks)))
+    (src / "spk2age").write_text("".join(f"{s} {20 + i}\n" for i, s in enumerate(spks)))
     quarter = subset_speakers(src, tmp_path / "q", 0.25, seed=3)
     half = subset_speakers(src, tmp_path / "h", 0.5, seed=3)
     assert len(quarter.speakers) == 2 and len(half.speakers) == 4
@@ -449,6 +472,10 @@ def test_subset_speakers_nested_seeded_and_filtered(tmp_path):
     back = DataDir.load(tmp_path / "h")
     assert sorted(back.feats_scp) == sorted(back.utt2spk) == sorted(
         u for u in utts if u[:3] in half.speakers)
+    # The per-speaker files of the table are kept, filtered to the kept speakers.
+    assert back.spk2gender == {s: "mf"[spks.index(s) % 2] for s in half.speakers}
+    assert (tmp_path / "h" / "spk2age").read_text() == "".join(
+        f"{s} {20 + spks.index(s)}\n" for s in half.speakers)
     assert validate_data_dir(tmp_path / "h") == []
     with pytest.raises(DataDirError, match="fraction must be in"):
         subset_speakers(src, tmp_path / "z", 0.0)

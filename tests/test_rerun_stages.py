@@ -27,7 +27,7 @@ from deepspeaker.ivector.lda import LdaTransform
 from deepspeaker.ivector.plda import TwoCovPLDA
 
 ROOT = Path(__file__).resolve().parents[1]
-FEAT_CONF = ROOT / "egs/mini/conf/fbank_vad.yaml"
+FEAT_CONF = ROOT / "conf/paper/fbank_vad.yaml"
 IVEC_CONF = ROOT / "tests/conf_ivector_tiny.yaml"
 KALDI_FILES = ("wav.scp", "utt2spk", "spk2utt", "utt2dur")
 

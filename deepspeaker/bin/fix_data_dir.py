@@ -1,11 +1,13 @@
-"""Filter a Kaldi data dir to the utterances every file agrees on, into a new dir.
+"""Filter a Kaldi data dir to the utterances every file agrees on (in place or into a new dir).
 
 Keeps the utterances present in each per-utterance file that exists (utt2spk,
 wav.scp or segments, feats.scp, vad.scp, utt2num_frames, utt2dur), drops recordings
-no segment uses, rebuilds spk2utt and sorts everything.  Unlike Kaldi's
-``utils/fix_data_dir.sh`` it never works in place: SRC is left untouched (so a
-rerun gives the same DST) and DST must be another dir.
+no segment uses, filters the per-speaker files, rebuilds spk2utt and sorts
+everything.  With one argument it works in place as Kaldi's ``utils/fix_data_dir.sh
+DIR`` does, keeping the files it changes in ``DIR/.backup/``; with two, SRC is left
+untouched (so a rerun gives the same DST).
 
+    python -m deepspeaker.bin.fix_data_dir DIR
     python -m deepspeaker.bin.fix_data_dir SRC DST
 """
 
@@ -26,8 +28,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m deepspeaker.bin.fix_data_dir",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", type=Path, help="data dir to read")
-    p.add_argument("dst", type=Path, help="data dir to write (must differ from SRC)")
+    p.add_argument("src", type=Path, help="data dir to read (and fix, when DST is not given)")
+    p.add_argument("dst", type=Path, nargs="?", default=None,
+                   help="data dir to write; default: fix SRC in place, with a backup")
     return p
 
 

@@ -30,7 +30,6 @@ from ..data import DataDir
 from ..marker import Marker, signature
 from ..scoring.trials import (ENROLL_COUNTS, NUM_NEGATIVES, make_enroll_trials, make_trials,
                               write_enroll2utt, write_trials)
-from ..utils import DeepSpeakerError
 from ._cli import outputs_are_current, run_main
 
 logger = logging.getLogger(__name__)
@@ -135,9 +134,7 @@ def main(argv=None) -> int:
         make_trial_lists(args.data, args.out_dir or args.data, args.seed, args.num_negatives,
                          args.enroll_counts)
 
-    # scoring.trials says "fewer than 2 speakers with enough utterances" as a plain
-    # ValueError: a user error too, until it raises a DeepSpeakerError.
-    return run_main(work, argv, user_errors=(DeepSpeakerError, ValueError))
+    return run_main(work, argv)
 
 
 if __name__ == "__main__":

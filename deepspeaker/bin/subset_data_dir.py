@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.kaldi_dir import subset_speakers
+from ..data.fix import subset_speakers
 from ._cli import run_main
 
 

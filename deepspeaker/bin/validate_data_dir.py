@@ -4,7 +4,11 @@ One line per problem (``error: file:line: utt: message``), then a summary line.
 Exit status 1 if there is an error (or, with --strict-warnings, a warning), else 0
 with ``DATA: OK (N utterances, M speakers)``.
 
-    python -m deepspeaker.bin.validate_data_dir [--need feats.scp,vad.scp] [--strict-warnings] DATA
+    python -m deepspeaker.bin.validate_data_dir [--need feats.scp,vad.scp] [--strict-warnings]
+        [--no-feats] [--no-text] [--no-wav] DATA
+
+``--no-feats``, ``--no-text`` and ``--no-wav`` are Kaldi's ``validate_data_dir.sh``
+options: that file is neither required nor checked.
 """
 
 from __future__ import annotations
@@ -30,13 +34,17 @@ def get_parser() -> argparse.ArgumentParser:
                    "e.g. feats.scp,vad.scp")
     p.add_argument("--strict-warnings", action="store_true",
                    help="exit 1 on warnings too")
+    for name, what in (("feats", "feats.scp"), ("text", "text"), ("wav", "wav.scp")):
+        p.add_argument(f"--no-{name}", dest="skip", action="append_const", const=what,
+                       default=[], help=f"neither require nor check {what} (Kaldi's option)")
     p.add_argument("data", type=Path, help="data dir")
     return p
 
 
-def check_data_dir(data: Path, need: list[str], strict_warnings: bool) -> int:
+def check_data_dir(data: Path, need: list[str], strict_warnings: bool,
+                   skip: list[str] = ()) -> int:
     """Print the problems of ``data`` and a summary; return the exit status."""
-    problems = validate_data_dir(data, need=need)
+    problems = validate_data_dir(data, need=need, skip=skip)
     for p in problems:
         print(f"{p.severity}: {p}")
     n_err = sum(p.severity == ERROR for p in problems)
@@ -44,8 +52,11 @@ def check_data_dir(data: Path, need: list[str], strict_warnings: bool) -> int:
     if n_err or (strict_warnings and n_warn):
         print(f"{data}: {n_err} error(s), {n_warn} warning(s)")
         return 1
-    d = DataDir.load(data)
     warn = f"; {n_warn} warning(s)" if n_warn else ""
+    if "wav.scp" in skip and not (data / "wav.scp").is_file():
+        print(f"{data}: OK{warn}")
+        return 0
+    d = DataDir.load(data)
     print(f"{data}: OK ({len(d.utt2spk)} utterances, {len(d.spk2utt)} speakers{warn})")
     return 0
 
@@ -53,7 +64,7 @@ def check_data_dir(data: Path, need: list[str], strict_warnings: bool) -> int:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     return run_main(lambda: check_data_dir(args.data, [n for n in args.need.split(",") if n],
-                                           args.strict_warnings), argv, echo=False)
+                                           args.strict_warnings, args.skip), argv, echo=False)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,18 +12,24 @@ UTF-8 bytes), keys unique and free of whitespace, no empty lines:
 * stage outputs: ``feats.scp`` and ``vad.scp`` (kaldiio scp), ``utt2num_frames``, and
   ``failed_utts`` (``utt reason...``, the utterances the feature stage dropped).
 
-Read a dir with ``DataDir.load`` (strict: raises ``DataDirError`` naming file:line),
-check it with ``validate_data_dir`` (returns every ``Problem``), repair it with
-``fix_data_dir`` (filters to the common ids into a new dir), and read its audio with
-``load_audio`` / ``iter_audio`` (``AudioError`` names utterance, file:line and reason).
+The files a dir may hold (these and text, cmvn.scp, spk2gender, spk2age, utt2lang,
+utt2uniq, reco2dur) are the one table ``table.FILE_KINDS``; every text table is read
+by ``table.iter_lines``.  The modules: ``kaldi_dir`` reads and writes (``DataDir.load``
+is strict: raises ``DataDirError`` naming file:line), ``qa`` validates
+(``validate_data_dir`` returns every ``Problem``), ``fix`` repairs (``fix_data_dir``:
+the common ids, in place with a backup or into a new dir) and subsets
+(``subset_speakers``), ``audio`` reads the audio (``load_audio`` / ``iter_audio``;
+``AudioError`` names utterance, file:line and reason).
 """
 
 from .audio import AudioError, iter_audio, load_audio
-from .kaldi_dir import (DataDir, DataDirError, Problem, fix_data_dir, read_kaldi_map,
-                        spk2utt_from_utt2spk, validate_data_dir, write_kaldi_map)
+from .fix import fix_data_dir, subset_speakers
+from .kaldi_dir import DataDir, DataDirError, Problem, read_kaldi_map, spk2utt_from_utt2spk, write_kaldi_map
+from .qa import validate_data_dir
+from .table import FILE_KINDS, iter_lines
 
 __all__ = [
-    "AudioError", "DataDir", "DataDirError", "Problem", "fix_data_dir", "iter_audio",
-    "load_audio", "read_kaldi_map", "spk2utt_from_utt2spk", "validate_data_dir",
-    "write_kaldi_map",
+    "FILE_KINDS", "AudioError", "DataDir", "DataDirError", "Problem", "fix_data_dir", "iter_audio",
+    "iter_lines", "load_audio", "read_kaldi_map", "spk2utt_from_utt2spk", "subset_speakers",
+    "validate_data_dir", "write_kaldi_map",
 ]

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..utils import DeepSpeakerError
 from .kaldi_dir import DataDir, sorted_ids, spk2utt_from_utt2spk, validate_data_dir
+from .table import iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -137,15 +138,14 @@ def read_list(path: Path, num_fields: int, form: str, *, hint: str = ""
     """
     if not path.is_file():
         raise DataPrepError(f"{path}: list not found" + (f" ({hint})" if hint else ""))
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for lineno, raw in enumerate(f, 1):
-            fields = raw.split()
-            if not fields:
-                continue
-            if len(fields) != num_fields:
-                raise DataPrepError(f"{path}:{lineno}: expected {num_fields} field(s) "
-                                    f"'{form}', found {len(fields)}: {raw.rstrip()!r}")
-            yield f"{path}:{lineno}", fields
+    for ln in iter_lines(path):
+        fields = ln.fields()
+        if not fields:
+            continue
+        if len(fields) != num_fields:
+            raise DataPrepError(f"{path}:{ln.lineno}: expected {num_fields} field(s) "
+                                f"'{form}', found {len(fields)}: {ln.text.rstrip()!r}")
+        yield f"{path}:{ln.lineno}", fields
 
 
 def trial_kind(label: str, where: str) -> str:

@@ -22,6 +22,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..data.table import iter_lines
 from ..utils import atomic_write
 from .metrics import ScoringError
 
@@ -111,7 +112,7 @@ def make_enroll_trials(utt2spk: Mapping[str, str], enroll_counts: Sequence[int] 
     """
     counts = sorted(set(int(k) for k in enroll_counts))
     if not counts or counts[0] < 1:
-        raise ValueError(f"enroll counts must be >= 1, got {list(enroll_counts)}")
+        raise ScoringError(f"enroll counts must be >= 1, got {list(enroll_counts)}")
     pool_size = counts[-1]
     spk2utt = _by_speaker(utt2spk)
     pools: dict[str, list[str]] = {}
@@ -128,7 +129,7 @@ def make_enroll_trials(utt2spk: Mapping[str, str], enroll_counts: Sequence[int] 
         anchors[spk] = sorted(utts[j] for j in perm[pool_size:])
     speakers = sorted(pools)
     if len(speakers) < 2:
-        raise ValueError("enrollment trials need at least 2 speakers with enough utterances")
+        raise ScoringError("enrollment trials need at least 2 speakers with enough utterances")
     n = min(num_negatives, len(speakers) - 1)
     if n < num_negatives:
         logger.warning("only %d other speakers: each anchor gets %d negative models, not %d",
@@ -157,20 +158,19 @@ def read_trials(path) -> list[Trial]:
     """Read a Kaldi trials file; malformed lines and duplicate trials name file and line."""
     trials: list[Trial] = []
     seen: dict[tuple[str, str], int] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if len(fields) != 3:
-                raise ScoringError(f"{path}:{lineno}: expected 'enroll test target|nontarget', "
-                                   f"got {line.rstrip()!r}")
-            enroll, test, label = fields
-            if label not in ("target", "nontarget"):
-                raise ScoringError(f"{path}:{lineno}: label must be target or nontarget, got {label!r}")
-            if (enroll, test) in seen:
-                raise ScoringError(f"{path}:{lineno}: trial '{enroll} {test}' repeats line "
-                                   f"{seen[(enroll, test)]}")
-            seen[(enroll, test)] = lineno
-            trials.append(Trial(enroll, test, label == "target"))
+    for ln in iter_lines(path):
+        lineno, line, fields = ln.lineno, ln.text, ln.fields()
+        if len(fields) != 3:
+            raise ScoringError(f"{path}:{lineno}: expected 'enroll test target|nontarget', "
+                               f"got {line.rstrip()!r}")
+        enroll, test, label = fields
+        if label not in ("target", "nontarget"):
+            raise ScoringError(f"{path}:{lineno}: label must be target or nontarget, got {label!r}")
+        if (enroll, test) in seen:
+            raise ScoringError(f"{path}:{lineno}: trial '{enroll} {test}' repeats line "
+                               f"{seen[(enroll, test)]}")
+        seen[(enroll, test)] = lineno
+        trials.append(Trial(enroll, test, label == "target"))
     if not trials:
         raise ScoringError(f"{path}: no trials")
     return trials
@@ -184,18 +184,17 @@ def write_scores(path, trials: Sequence[Trial], scores: Sequence[float]) -> None
 
 def read_scores(path) -> dict[tuple[str, str], float]:
     scores: dict[tuple[str, str], float] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if len(fields) != 3:
-                raise ScoringError(f"{path}:{lineno}: expected 'enroll test score', got {line.rstrip()!r}")
-            try:
-                value = float(fields[2])
-            except ValueError:
-                raise ScoringError(f"{path}:{lineno}: score {fields[2]!r} is not a number") from None
-            if not np.isfinite(value):
-                raise ScoringError(f"{path}:{lineno}: score of '{fields[0]} {fields[1]}' is {value}")
-            scores[(fields[0], fields[1])] = value
+    for ln in iter_lines(path):
+        lineno, line, fields = ln.lineno, ln.text, ln.fields()
+        if len(fields) != 3:
+            raise ScoringError(f"{path}:{lineno}: expected 'enroll test score', got {line.rstrip()!r}")
+        try:
+            value = float(fields[2])
+        except ValueError:
+            raise ScoringError(f"{path}:{lineno}: score {fields[2]!r} is not a number") from None
+        if not np.isfinite(value):
+            raise ScoringError(f"{path}:{lineno}: score of '{fields[0]} {fields[1]}' is {value}")
+        scores[(fields[0], fields[1])] = value
     return scores
 
 
@@ -226,14 +225,13 @@ def write_enroll2utt(path, enroll2utt: Mapping[str, Sequence[str]]) -> None:
 
 def read_enroll2utt(path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if len(fields) < 2:
-                raise ScoringError(f"{path}:{lineno}: expected 'model utt1 [utt2 ...]', got {line.rstrip()!r}")
-            if fields[0] in out:
-                raise ScoringError(f"{path}:{lineno}: model {fields[0]} listed twice")
-            out[fields[0]] = fields[1:]
+    for ln in iter_lines(path):
+        lineno, line, fields = ln.lineno, ln.text, ln.fields()
+        if len(fields) < 2:
+            raise ScoringError(f"{path}:{lineno}: expected 'model utt1 [utt2 ...]', got {line.rstrip()!r}")
+        if fields[0] in out:
+            raise ScoringError(f"{path}:{lineno}: model {fields[0]} listed twice")
+        out[fields[0]] = fields[1:]
     return out
 
 
@@ -283,4 +281,4 @@ def read_skipped(scores_path) -> set[tuple[str, str]]:
     path = Path(f"{scores_path}.skipped")
     if not path.is_file():
         return set()
-    return {tuple(line.split()[:2]) for line in path.read_text().splitlines() if line.strip()}
+    return {tuple(ln.fields()[:2]) for ln in iter_lines(path) if ln.stripped}
