@@ -8,7 +8,6 @@ so they stay at the end and each leaves what the next needs.
 """
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
