@@ -5,16 +5,25 @@
 The speakers kept are the first ``round(fraction * n)`` of one seeded permutation, so
 the subsets for different fractions are nested.  Features and VAD entries are kept,
 not recomputed.  SRC is left untouched; DST must be another dir.
+
+Rerun rule (:mod:`deepspeaker.marker`): ``DST/.subset.done`` holds the signature of
+the subset (seed, fraction and every data-dir file of SRC).  The same signature is a
+no-op; another one redoes the subset, since it is derived data, not a trained model.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from ..data.fix import subset_speakers
+from ..data.table import KNOWN_FILES
+from ..marker import Marker, signature
 from ._cli import run_main
+
+logger = logging.getLogger(__name__)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -27,10 +36,30 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def subset_data_dir(src: Path, dst: Path, fraction: float, seed: int) -> None:
+    """Write the subset unless ``DST/.subset.done`` already records this signature.
+
+    The marker is cleared before the work and written last, so an interrupted run is
+    redone, never trusted.
+    """
+    sig = signature(inputs=[src / name for name in KNOWN_FILES],
+                    options={"seed": seed, "speaker_fraction": fraction})
+    marker = Marker(dst / ".subset.done")
+    if marker.matches(sig):
+        logger.info("%s: up to date (same seed, fraction and source), nothing to do", dst)
+        return
+    if marker.read() is not None:
+        logger.info("%s: redoing the subset, changed: %s", dst,
+                    ", ".join(marker.differences(sig)))
+    marker.clear()
+    subset_speakers(src, dst, fraction, seed)
+    marker.write(sig)
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    return run_main(lambda: subset_speakers(args.src, args.dst, args.speaker_fraction, args.seed),
-                    argv)
+    return run_main(lambda: subset_data_dir(args.src, args.dst, args.speaker_fraction,
+                                            args.seed), argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Stage 11's rerun rule: ``bin/subset_data_dir`` records its signature in DST/.subset.done."""
+
+import json
+import os
+import subprocess
+import sys
+
+from deepspeaker.data.kaldi_dir import read_kaldi_map
+
+
+def _src(d, n_spk=6):
+    d.mkdir()
+    utts = [f"s{i:02d}-u{j}" for i in range(n_spk) for j in range(2)]
+    (d / "wav.scp").write_text("".join(f"{u} /x/{u}.wav\n" for u in utts))
+    (d / "utt2spk").write_text("".join(f"{u} {u[:3]}\n" for u in utts))
+    return d
+
+
+def _subset(src, dst, seed, fraction):
+    return subprocess.run([sys.executable, "-m", "deepspeaker.bin.subset_data_dir", "--seed",
+                           str(seed), "--speaker-fraction", str(fraction), str(src), str(dst)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_same_signature_is_a_noop_another_redoes(tmp_path):
+    src, dst = _src(tmp_path / "src"), tmp_path / "dst"
+    r = _subset(src, dst, 1, 0.5)
+    assert r.returncode == 0, r.stderr
+    sig = json.loads((dst / ".subset.done").read_text())
+    assert sig["options"] == {"seed": 1, "speaker_fraction": 0.5}
+    assert str(src / "utt2spk") in sig["inputs"]
+    first = read_kaldi_map(dst / "utt2spk")
+    assert len(set(first.values())) == 3
+
+    stamp = os.stat(dst / "utt2spk").st_mtime_ns
+    r = _subset(src, dst, 1, 0.5)
+    assert r.returncode == 0 and "up to date" in r.stderr
+    assert os.stat(dst / "utt2spk").st_mtime_ns == stamp         # not rewritten
+
+    r = _subset(src, dst, 1, 1.0)                                 # another fraction: redone
+    assert r.returncode == 0 and "options.speaker_fraction" in r.stderr, r.stderr
+    assert len(set(read_kaldi_map(dst / "utt2spk").values())) == 6
+
+    (src / "utt2spk").write_text((src / "utt2spk").read_text().replace("s05-u1 s05", "s05-u1 s04"))
+    r = _subset(src, dst, 1, 1.0)                                 # another source: redone
+    assert r.returncode == 0 and "inputs." in r.stderr, r.stderr
+    assert read_kaldi_map(dst / "utt2spk")["s05-u1"] == "s04"
