@@ -33,7 +33,8 @@ if in_stages 0; then
 fi
 
 . ../../utils/stages.sh
-# Results, seed 0, eval `trials` (1,900 anchors x (1 + 99)), EER / ACC; all in exp/RESULTS.md:
+# Results, seed 0, eval `trials` (1,900 anchors x (1 + 99)), EER / ACC, on the earlier
+# development machine (they depend on the CPU: see README); all in exp/RESULTS.md:
 #   stage 2  MFCC-stats cosine                        21.55% / 36.53%
 #   stage 5  i-vector PLDA (cosine)                    3.11% / 89.53%  (4.63% / 85.63%)
 #            PLDA with k = 1, 2, 3, 5 enrollment utts  3.23, 1.79, 1.29, 0.79%
