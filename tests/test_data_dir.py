@@ -441,13 +441,16 @@ def test_shell_wrappers_exit_codes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert DataDir.load(bad).utts == ["spkA-u1", "spkB-u1", "spkB-u2"]
     assert (bad / ".backup" / "utt2spk").is_file()
-    # Kaldi's validate_data_dir.sh options: --no-wav neither requires nor checks wav.scp.
+    # Kaldi's validate_data_dir.sh options: not required, but checked when present.
     nowav = make_dir(tmp_path / "nowav", GOOD, wav_scp=None)
     assert run_script("utils/validate_data_dir.sh", str(nowav)).returncode == 1
     r = run_script("utils/validate_data_dir.sh", "--no-feats", "--no-text", "--no-wav", str(nowav))
     assert r.returncode == 0 and r.stdout.strip() == f"{nowav}: OK", r.stdout
     r = run_script("utils/validate_data_dir.sh", "--no-feats", str(tmp_path / "good"))
     assert r.returncode == 0 and "OK (" in r.stdout
+    badfeats = make_dir(tmp_path / "badfeats", GOOD, feats_scp="spkA-u1 f.ark:1\nspkA-u1 f.ark:2\n")
+    r = run_script("utils/validate_data_dir.sh", "--no-feats", str(badfeats))
+    assert r.returncode == 1 and "duplicate id" in r.stdout
 
 
 def test_subset_speakers_nested_seeded_and_filtered(tmp_path):

@@ -8,7 +8,7 @@ with ``DATA: OK (N utterances, M speakers)``.
         [--no-feats] [--no-text] [--no-wav] DATA
 
 ``--no-feats``, ``--no-text`` and ``--no-wav`` are Kaldi's ``validate_data_dir.sh``
-options: that file is neither required nor checked.
+options: that file is not required, but checked when it is there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="exit 1 on warnings too")
     for name, what in (("feats", "feats.scp"), ("text", "text"), ("wav", "wav.scp")):
         p.add_argument(f"--no-{name}", dest="skip", action="append_const", const=what,
-                       default=[], help=f"neither require nor check {what} (Kaldi's option)")
+                       default=[], help=f"do not require {what}; check it if present (Kaldi's option)")
     p.add_argument("data", type=Path, help="data dir")
     return p
 

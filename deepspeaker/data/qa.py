@@ -32,8 +32,8 @@ def validate_data_dir(path: str | os.PathLike, *, need: Iterable[str] = (),
 
     Never raises for content problems.  ``need`` names files that must exist besides
     wav.scp and utt2spk (e.g. ``("feats.scp", "vad.scp")`` before training); ``skip``
-    names files neither required nor checked (Kaldi's ``--no-feats``, ``--no-text``,
-    ``--no-wav``).  A dir with no error loads with DataDir.load.
+    names files that are not required but still checked when present (Kaldi's
+    ``--no-feats``, ``--no-text``, ``--no-wav``).  A dir with no error loads with DataDir.load.
     """
     d = Path(path)
     if isinstance(need, str):  # "feats.scp,vad.scp" as the CLI takes it
@@ -53,7 +53,7 @@ def validate_data_dir(path: str | os.PathLike, *, need: Iterable[str] = (),
 
     files: dict[str, dict[str, _Entry]] = {}
     for name in KNOWN_FILES:
-        if name not in skip and (d / name).is_file():
+        if (d / name).is_file():
             try:
                 files[name] = _scan(d / name, num_fields=KINDS_BY_NAME[name].num_fields,
                                     strict=False, problems=problems)
