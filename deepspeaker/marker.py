@@ -16,13 +16,16 @@ A signature is a JSON object (sorted keys, one line): ``config`` (the parsed con
 so comments and key order do not count), ``inputs`` (per input file the SHA-1 of its
 bytes and, for an ``.scp``, the size and mtime of each archive it points into, so
 recomputed features with unchanged offsets still count as new) and ``options``.
-The shell stages use the same marker through ``python -m deepspeaker.bin.stage_marker``.
+:meth:`Marker.outputs_current` and :meth:`Marker.model_current` are the two halves
+of the rule as the stages apply it.  The shell stages use the same marker through
+``python -m deepspeaker.bin.stage_marker``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,6 +33,7 @@ from typing import Any, Iterable, Mapping
 from .utils import DeepSpeakerError, atomic_write
 
 MISSING = "missing"
+logger = logging.getLogger(__name__)
 
 
 class StageRefused(DeepSpeakerError):
@@ -130,10 +134,49 @@ class Marker:
 
     def refuse(self, sig: Mapping[str, Any], what: str, force: str) -> StageRefused:
         """The error to raise when ``what`` exists but was made from another signature."""
-        differ = self.differences(sig)
-        shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
-        return StageRefused(f"{what} was made from another {shown or 'signature'} "
-                            f"(recorded in {self.path}); it is kept. To redo it: {force}")
+        shown = _shown(self.differences(sig)) or "signature"
+        return StageRefused(f"{what} was made from another {shown} (recorded in {self.path}); "
+                            f"it is kept. To redo it: {force}")
+
+    def outputs_current(self, sig: Mapping[str, Any], outputs: Iterable[str | os.PathLike]) -> bool:
+        """The rule for derived data: True when ``outputs`` exist and this marker holds ``sig``.
+
+        Otherwise the stage is to redo its outputs: the marker is removed first, so that
+        a redo that stops half way is never mistaken for a finished one, and the caller
+        writes it again (:meth:`write`) once the outputs are complete.
+        """
+        if self.matches(sig) and all(Path(p).exists() for p in outputs):
+            return True
+        if self.read() is not None:
+            logger.info("%s: the outputs were made from another %s; redoing them", self.path,
+                        _shown(self.differences(sig)))
+        self.clear()
+        return False
+
+    def model_current(self, sig: Mapping[str, Any], outputs: Iterable[str | os.PathLike],
+                      what: str, exp: str | os.PathLike) -> bool:
+        """The rule for trained models: True when ``outputs`` exist and were made from ``sig``.
+
+        False when one is missing (train it).  A model that exists but was made from
+        another signature (or has no record of what made it) is not overwritten:
+        StageRefused names what changed and the force command, removing ``exp``.
+        """
+        outputs = [Path(p) for p in outputs]
+        if not all(p.exists() for p in outputs):
+            self.clear()
+            return False
+        if self.matches(sig):
+            return True
+        force = f"rm -r {exp} and rerun"
+        if self.read() is None:
+            raise StageRefused(f"{what} exists but {self.path} does not record what made it "
+                               f"(an older deepspeaker, or a run stopped between the model and "
+                               f"its marker); it is kept. To redo it: {force}")
+        raise self.refuse(sig, what, force)
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
 
 
 __all__ = ["MISSING", "Marker", "StageRefused", "file_digest", "signature"]

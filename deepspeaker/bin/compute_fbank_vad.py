@@ -48,7 +48,7 @@ from ..data import DataDir, iter_audio, validate_data_dir, write_kaldi_map, read
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml
-from ._cli import outputs_are_current, run_main
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
     cfg = FeatureConfig.from_dict(config or {})
     marker = Marker(data_dir / MARKER)
     sig = feature_signature(data_dir, feat_dir, cfg)
-    if outputs_are_current(marker, sig, [data_dir / f for f in OUTPUTS]):
+    if marker.outputs_current(sig, [data_dir / f for f in OUTPUTS]):
         d = DataDir.load(data_dir)
         logger.info("%s already has features made from this config and these inputs (%s); "
                     "nothing to do", data_dir, marker.path)

@@ -27,7 +27,7 @@ from ..ivector.pipeline import (feature_files, load_exp_config, load_ubm, set_st
                                 stage_signature, write_failed)
 from ..marker import Marker
 from ..utils import SizeMismatchError
-from ._cli import outputs_are_current, run_main
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run(exp: Path, data: Path) -> Path:
     ubm_path, ext_path = exp / "models" / "ubm.npz", exp / "models" / "extractor.npz"
     marker = Marker(out_dir / ".ivector.done")
     sig = stage_signature(cfg, SECTIONS, exp, feature_files(data), [ubm_path, ext_path])
-    if outputs_are_current(marker, sig, [scp, out_dir / "ivector.ark"]):
+    if marker.outputs_current(sig, [scp, out_dir / "ivector.ark"]):
         logger.info("%s is up to date (same features, UBM and extractor, %s); nothing to do",
                     scp, marker.path)
         return scp

@@ -30,7 +30,7 @@ from ..data import DataDir
 from ..marker import Marker, signature
 from ..scoring.trials import (ENROLL_COUNTS, NUM_NEGATIVES, make_enroll_trials, make_trials,
                               write_enroll2utt, write_trials)
-from ._cli import outputs_are_current, run_main
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def make_trial_lists(data: Path, out_dir: Path, seed: int, num_negatives: int,
                              "enroll_counts": sorted(set(enroll_counts)), "usable_utt2spk": usable})
     marker = Marker(out_dir / MARKER)
     names = list_names(enroll_counts)
-    if outputs_are_current(marker, sig, [out_dir / n for n in names]):
+    if marker.outputs_current(sig, [out_dir / n for n in names]):
         logger.info("%s: the trial lists are up to date (same seed, options and utterances, "
                     "%s); nothing to do", out_dir, marker.path)
         return

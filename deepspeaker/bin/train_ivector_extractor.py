@@ -22,7 +22,7 @@ from ..ivector.extractor import train_extractor
 from ..ivector.pipeline import (feature_files, load_exp_config, load_ubm, set_stats,
                                 stage_signature, write_failed)
 from ..marker import Marker
-from ._cli import model_is_current, run_main
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run(data: Path, exp: Path) -> Path:
     ubm_path = exp / "models" / "ubm.npz"
     marker = Marker(exp / "models" / ".extractor.done")
     sig = stage_signature(cfg, SECTIONS, exp, feature_files(data), [ubm_path])
-    if model_is_current(marker, sig, [out], str(out), exp):
+    if marker.model_current(sig, [out], str(out), exp):
         logger.info("%s is up to date (same config, features and UBM, %s); nothing to do", out,
                     marker.path)
         return out

@@ -26,7 +26,7 @@ from ..ivector.pipeline import load_exp_config, stage_signature
 from ..ivector.plda import train_plda
 from ..marker import Marker
 from ..utils import DeepSpeakerError
-from ._cli import model_is_current, run_main
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def run(exp: Path, data: Path) -> None:
     scp = exp / data.resolve().name / "ivector.scp"
     marker = Marker(exp / "models" / ".plda.done")
     sig = stage_signature(cfg, ("backend",), exp, [data / "utt2spk"], [scp])
-    if model_is_current(marker, sig, [lda_path, plda_path], f"{lda_path} + {plda_path.name}",
+    if marker.model_current(sig, [lda_path, plda_path], f"{lda_path} + {plda_path.name}",
                         exp):
         logger.info("%s and %s are up to date (same backend config, i-vectors and utt2spk, "
                     "%s); nothing to do", lda_path, plda_path, marker.path)

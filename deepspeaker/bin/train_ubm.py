@@ -21,7 +21,7 @@ from ..ivector.pipeline import (feature_files, iter_frontend, read_config, save_
                                 stage_signature, write_failed)
 from ..ivector.ubm import sample_frames, train_ubm
 from ..marker import Marker
-from ._cli import model_is_current, run_main
+from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run(data: Path, exp: Path, config: Path | None) -> Path:
     out = exp / "models" / "ubm.npz"
     marker = Marker(exp / "models" / ".ubm.done")
     sig = stage_signature(cfg, SECTIONS, exp, feature_files(data))
-    current = model_is_current(marker, sig, [out], str(out), exp)  # or refuses
+    current = marker.model_current(sig, [out], str(out), exp)  # or refuses
     save_exp_config(exp, cfg)
     if current:
         logger.info("%s is up to date (same config and features, %s); nothing to do", out,

@@ -191,7 +191,7 @@ def extract_embeddings(exp_dir: str | os.PathLike, data_dir: str | os.PathLike,
     sig = extraction_signature(ckpt_path, data_dir, opts)
     done = Marker(out_dir / ".embedding.done")
     scp = out_dir / "embedding.scp"
-    if not force and scp.is_file() and done.matches(sig):
+    if not force and done.outputs_current(sig, [scp]):
         logger.info("%s: up to date (%s, %s)", scp, ckpt_path, data_dir)
         return {"skipped": True, "num_done": None, "failed": {}}
     if device.type == "cuda":
