@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
 from ..scoring.experiment import trial_lists
-from ..scoring.report import evaluate
+from ..scoring.report import evaluate, git_commit
 from ..scoring.trials import read_trials
 from ..utils import DeepSpeakerError, atomic_write
 from ._cli import run_main
@@ -35,14 +34,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("exp", type=Path)
     p.add_argument("trials_dir", type=Path)
     return p
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def summarize(exp: Path, trials_dir: Path, title: str | None = None) -> Path:
@@ -61,7 +52,7 @@ def summarize(exp: Path, trials_dir: Path, title: str | None = None) -> Path:
     if not rows:
         raise DeepSpeakerError(f"{exp}/scores: no score file matches a trials file of {trials_dir}")
     lines = [f"# {title or exp.name}", "",
-             f"Trials from `{trials_dir}`; scores in `{exp}/scores`; commit {_git_commit()}; "
+             f"Trials from `{trials_dir}`; scores in `{exp}/scores`; commit {git_commit()}; "
              f"{datetime.datetime.now():%Y-%m-%d %H:%M}.", "",
              "| system | trials | EER [%] | minDCF (p=0.01) | ACC [%] | target / non-target | skipped |",
              "|---|---|---|---|---|---|---|"]
