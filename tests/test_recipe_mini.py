@@ -137,8 +137,6 @@ def test_nnet_stages_6_to_9(recipe):
 def test_fusion_and_report_stage_10(recipe):
     tmp, r = recipe
     exp = tmp / "exp"
-    assert (exp / "fusion/systems").read_text().split() == ["rescnn_softmax_triplet",
-                                                          "gru_softmax_triplet"]
     assert system(exp / "fusion")["members"] == ["rescnn_softmax_triplet", "gru_softmax_triplet"]
     for t in [*TRIALS, OFFICIAL]:
         for kind in ("embedding", "score"):
@@ -241,7 +239,6 @@ def test_size_study_and_transfer_stages_11_12(recipe):
     for m in ("rescnn", "gru"):
         for tag in (f"{m}_softmax_triplet_spk50", f"{m}_source_only", f"{m}_transfer"):
             assert len(kaldiio.load_scp(str(exp / tag / "eval/embedding.scp"))) == 42, tag
-        assert (exp / f"{m}_source_only/source").read_text().strip() == str(source / f"{m}_softmax_triplet")
     report = (exp / "RESULTS.md").read_text()
     assert "## T7" in report and "## T9/T10" in report
     assert "| ResCNN | 50% |" in report and "| ResCNN | 100% |" in report

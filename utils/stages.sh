@@ -112,7 +112,6 @@ copy_source_model() {
   cp "$src/config.yaml" "$dst/config.yaml"
   cp "$src/best.pt" "$dst/.best.pt.tmp"
   mv "$dst/.best.pt.tmp" "$dst/best.pt"
-  echo "$src" > "$dst/source"
   python -m deepspeaker.bin.stage_marker write "$marker" --input "$src/best.pt"
 }
 
@@ -229,7 +228,6 @@ if in_stages 10; then
   if [ "${#fused[@]}" -ge 2 ]; then
     log "stage 10: fusion of ${fused[*]}"
     mkdir -p "$exp/fusion/scores"
-    echo "${fused[*]}" > "$exp/fusion/systems"
     scps=() ; for tag in "${fused[@]}"; do scps+=("$exp/$tag/$eval_set/embedding.scp"); done
     lists=$(eval_trials)
     for t in $lists; do
