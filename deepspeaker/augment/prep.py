@@ -37,7 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from ..data.kaldi_dir import write_kaldi_map
-from ..data.table import iter_lines
+from ..data.table import fmt_float, iter_lines
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError
 from .noise import DURATION_RANGE_S, NOISE_KINDS, generate_music, generate_noise
@@ -66,12 +66,12 @@ class SourceList:
     utt2dur: dict[str, str] = field(default_factory=dict)
     rir2info: dict[str, str] | None = None
     failed: dict[str, str] = field(default_factory=dict)
-    # Files to write with the list: name under wav/ -> (samples in [-1, 1], sample rate).
+    # Files to write with the list: name under wav/ -> (16-bit samples, sample rate).
     audio: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
     def add(self, key: str, path: Path, duration: float, info: str | None = None) -> None:
         self.wav_scp[key] = str(path)
-        self.utt2dur[key] = f"{duration:.4f}".rstrip("0").rstrip(".")
+        self.utt2dur[key] = fmt_float(duration)
         if info is not None:
             self.rir2info = self.rir2info if self.rir2info is not None else {}
             self.rir2info[key] = info
@@ -79,9 +79,9 @@ class SourceList:
 
 # --------------------------------------------------------------------------- writing
 
-def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    pcm = np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    sf.write(str(path), pcm, sample_rate, subtype="PCM_16", format="WAV")
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """Samples in [-1, 1] as 16-bit PCM (what is kept in memory until written)."""
+    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
 
 
 def write_source_list(lists: dict[str, SourceList], out: Path) -> None:
@@ -94,7 +94,7 @@ def write_source_list(lists: dict[str, SourceList], out: Path) -> None:
             d = staging / name
             (d / "wav").mkdir(parents=True)
             for file, (samples, sr) in sl.audio.items():
-                _write_wav(d / "wav" / file, samples, sr)
+                sf.write(str(d / "wav" / file), samples, sr, subtype="PCM_16", format="WAV")
             if not sl.wav_scp:
                 raise SourceError(f"{out / name}: no usable files "
                                   f"({len(sl.failed)} failed: see the warnings above)")
@@ -275,9 +275,9 @@ def simulate_rirs(num: int, seed: int, sample_rate: int, rooms: Sequence[str],
         room, rir = random_rir(rng, kind, sample_rate)
         samples = rir.samples * (0.9 / np.max(np.abs(rir.samples)))
         key = f"sim-{kind}room-{i + 1:0{width}d}"
-        sl.audio[f"{key}.wav"] = (samples, sample_rate)
-        try:
-            measured = f"{measure_rt60(samples, sample_rate):.3f}"
+        sl.audio[f"{key}.wav"] = (pcm16(samples), sample_rate)
+        try:   # as written: 16-bit
+            measured = f"{measure_rt60(sl.audio[f'{key}.wav'][0], sample_rate):.3f}"
         except ValueError:
             measured = "none"
         info = (f"{room.info()} absorption_fitted={rir.absorption:.4f} "
@@ -302,7 +302,7 @@ def generate_sources(num_noises: int, num_music: int, seed: int, sample_rate: in
             else:
                 key = f"gen-music-{i + 1:0{width}d}"
                 samples = generate_music(n, sample_rate, rng)
-            lists[name].audio[f"{key}.wav"] = (samples, sample_rate)
+            lists[name].audio[f"{key}.wav"] = (pcm16(samples), sample_rate)
             lists[name].add(key, out / name / "wav" / f"{key}.wav", n / sample_rate)
     return lists
 
@@ -350,6 +350,10 @@ def prepare_aug_sources(out: str | os.PathLike, *, rirs_dir: str | os.PathLike |
         if r not in RIR_SETS or (r == "real" and rirs_dir is None):
             known = ", ".join(RIR_SETS if rirs_dir is not None else ROOM_SIDES_M)
             raise SourceError(f"unknown room kind {r!r}; known: {known}")
+    for what, num in (("--num-rirs", num_rirs), ("--num-noises", num_noises),
+                      ("--num-music", num_music)):
+        if num < 1:
+            raise SourceError(f"{what} must be at least 1, got {num}")
     names = ["rirs", "noise", "music"] + (["speech"] if musan_dir is not None else [])
     options = {"seed": seed, "sample_rate": sample_rate}
     if rirs_dir is None:

@@ -168,8 +168,10 @@ class _DecayModel:
     phases are as good as random once the high-pass has taken out their common DC).
     The diffuse tail goes on from the images' *envelope*, the least-squares line of
     their level in dB over 5 ms blocks from the direct sound on, and decays at the
-    requested RT60; :meth:`rt60` measures the whole as :func:`measure_rt60` measures
-    a response.
+    requested RT60.  :meth:`rt60` is what the absorption is fitted on: the RT60 of that
+    envelope's slope (so that images and tail are one decay), or, when the images make
+    the whole response, its RT60 as :func:`measure_rt60` measures a response.
+    :meth:`response_rt60` measures images and tail together, the check of the fit.
     """
 
     bin_s = 0.001
