@@ -21,13 +21,20 @@ import pytest
 import soundfile as sf
 from aug_trees import SR, make_musan, make_rirs_noises, rir_line, write_wav
 
-from deepspeaker.augment import NOISE_KINDS, measure_rt60, random_rir, simulate_rir
+from deepspeaker.augment import (
+    NOISE_KINDS,
+    load_source_list,
+    measure_rt60,
+    random_rir,
+    simulate_rir,
+)
 from deepspeaker.augment.rir import SINC_TAPS, SPEED_OF_SOUND, Room
 from deepspeaker.bin.prepare_aug_sources import main
 from deepspeaker.data.kaldi_dir import sorted_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--num-rirs", "4", "--num-noises", "7", "--num-music", "2"]
+FEW_NOISES = ["--num-noises", "1", "--num-music", "1"]
 
 
 def table(path: Path) -> dict[str, str]:
@@ -233,7 +240,7 @@ def test_musan_without_its_folders(tmp_path, capfd):
 def test_rirs_noises(tmp_path):
     base, expected = make_rirs_noises(tmp_path / "corpus")
     out = tmp_path / "out"
-    args = SMALL[2:]
+    args = FEW_NOISES
     assert main(["--rirs-dir", str(base.parent), *args, str(out)]) == 0
     wav = check_list(out / "rirs")
     assert {k: float(v) for k, v in table(out / "rirs" / "utt2dur").items()} == \
@@ -241,6 +248,8 @@ def test_rirs_noises(tmp_path):
     assert wav["mediumroom-Room002-00001"] == str(
         (base / "simulated_rirs/mediumroom/Room002/Room002-00001.wav").resolve())
     info = table(out / "rirs" / "rir2info")
+    loaded = load_source_list(out / "rirs")
+    assert (loaded.wav_scp, loaded.rir2info, loaded.failed) == (wav, info, {})
     assert info["smallroom-Room001-00002"] == ("kind=simulated origin=RIRS_NOISES/simulated_rirs/"
                                                "smallroom room_id=smallroom-Room001")
     # The RIRS_NOISES folder itself, and the real RIRs asked for: another signature.
@@ -259,9 +268,10 @@ def test_rirs_noises_missing_and_bad_wavs_are_listed(tmp_path):
                          "RIRS_NOISES/simulated_rirs/smallroom/Room001/Room001-00001.wav"))
     (base / "simulated_rirs/smallroom/Room001/Room001-00001.wav").write_bytes(b"")
     out = tmp_path / "out"
-    r = run_cli("--rirs-dir", base, *SMALL[2:], out)
+    r = run_cli("--rirs-dir", base, *FEW_NOISES, out)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     failed = table(out / "rirs" / "failed")
+    assert load_source_list(out / "rirs").failed == failed
     missing = (base / "simulated_rirs/smallroom/Room009/Room009-00001.wav").resolve()
     assert failed["smallroom-Room009-00001"] == f"{missing}: file not found"
     assert f"{missing}: file not found" in r.stderr

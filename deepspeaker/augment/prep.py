@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..data.kaldi_dir import write_kaldi_map
+from ..data.kaldi_dir import read_kaldi_map, write_kaldi_map
 from ..data.table import fmt_float, iter_lines
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError
@@ -117,6 +117,24 @@ def write_source_list(lists: dict[str, SourceList], out: Path) -> None:
         logger.info("%s: %d files%s", out / name, len(sl.wav_scp),
                     f", {len(sl.failed)} failed (listed in {out / name / 'failed'})"
                     if sl.failed else "")
+
+
+def load_source_list(path: str | os.PathLike) -> SourceList:
+    """Read a source list dir back (what the augment stage reads); DataDirError names file:line.
+
+    ``wav.scp`` and ``utt2dur`` are required and must hold the same ids; ``rir2info``
+    and ``failed`` are read when present.
+    """
+    d = Path(path)
+    wav_scp = read_kaldi_map(d / "wav.scp")
+    utt2dur = read_kaldi_map(d / "utt2dur", num_fields=2)
+    if set(wav_scp) != set(utt2dur):
+        odd = sorted(set(wav_scp) ^ set(utt2dur))
+        raise SourceError(f"{d}: wav.scp and utt2dur do not list the same ids "
+                          f"({len(odd)} differ, e.g. {odd[0]})")
+    info = read_kaldi_map(d / "rir2info") if (d / "rir2info").is_file() else None
+    failed = read_kaldi_map(d / "failed") if (d / "failed").is_file() else {}
+    return SourceList(wav_scp, utt2dur, info, failed)
 
 
 # --------------------------------------------------------------------------- checking files
@@ -381,6 +399,19 @@ def prepare_aug_sources(out: str | os.PathLike, *, rirs_dir: str | os.PathLike |
     return True
 
 
-__all__ = ["MUSAN_KINDS", "RIR_SETS", "SourceError", "SourceList", "generate_sources",
-           "musan_files", "parse_rir_list_line", "prepare_aug_sources", "prepare_musan",
-           "prepare_rirs_noises", "simulate_rirs", "write_source_list"]
+__all__ = [
+    "MUSAN_KINDS",
+    "RIR_SETS",
+    "SourceError",
+    "SourceList",
+    "generate_sources",
+    "load_source_list",
+    "musan_files",
+    "parse_rir_list_line",
+    "pcm16",
+    "prepare_aug_sources",
+    "prepare_musan",
+    "prepare_rirs_noises",
+    "simulate_rirs",
+    "write_source_list",
+]
