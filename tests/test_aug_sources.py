@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 from aug_trees import SR, make_musan, make_rirs_noises, rir_line, write_wav
 
 from deepspeaker.augment import (
     NOISE_KINDS,
+    generate_music,
+    generate_noise,
     load_source_list,
     measure_rt60,
     random_rir,
@@ -130,6 +133,40 @@ def test_two_hundred_rirs_in_twenty_seconds():
     for i in range(20):
         random_rir(np.random.default_rng([3, i]), ("small", "medium")[i % 2], SR)
     assert time.process_time() - start < 2.0
+
+
+# --------------------------------------------------------------------------- noise and music
+
+def _octave_slope(x: np.ndarray) -> float:
+    """Power spectrum slope in dB per octave over 100-4000 Hz."""
+    f, p = scipy.signal.welch(x, SR, nperseg=4096)
+    band = (f >= 100) & (f <= 4000)
+    return float(np.polyfit(np.log2(f[band]), 10 * np.log10(p[band]), 1)[0])
+
+
+def _frame_db_std(x: np.ndarray) -> float:
+    frames = x[:x.size // 400 * 400].reshape(-1, 400)
+    return float(np.std(10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)))
+
+
+def test_generated_noise_has_the_spectrum_and_time_structure_of_its_kind():
+    x = {k: generate_noise(k, 5 * SR, SR, np.random.default_rng(1)) for k in NOISE_KINDS}
+    for k, y in x.items():
+        assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 10 ** (-1 / 20) + 1e-9, k
+        rms_db = 10 * np.log10(np.mean(y ** 2))   # -20 dBFS unless the peak limit lowered it
+        assert abs(rms_db + 20) < 0.01 or np.max(np.abs(y)) > 0.89, (k, rms_db)
+    for kind, want in (("white", 0.0), ("pink", -3.0), ("brown", -6.0)):
+        assert abs(_octave_slope(x[kind]) - want) < 0.5, kind
+    assert _frame_db_std(x["bursts"]) > 5.0
+    assert _frame_db_std(x["white"]) < 1.0
+    f, p = scipy.signal.welch(x["hum"], SR, nperseg=SR)
+    mains = min((50.0, 60.0), key=lambda f0: -p[np.abs(f / f0 - np.round(f / f0)) * f0 < 2].sum())
+    near = np.abs(f / mains - np.round(f / mains)) * mains < 2
+    assert p[near].sum() > 0.9 * p.sum()
+    music = generate_music(8 * SR, SR, np.random.default_rng(2))
+    f, p = scipy.signal.welch(music, SR, nperseg=4096)
+    assert 10 * np.log10(p.max() / np.median(p)) > 30          # tones, not noise
+    assert not np.array_equal(music, generate_music(8 * SR, SR, np.random.default_rng(3)))
 
 
 # --------------------------------------------------------------------------- generated sets
