@@ -60,7 +60,7 @@ class SourceError(DeepSpeakerError):
 
 @dataclass
 class SourceList:
-    """One source list in memory, written by :func:`write_source_list`."""
+    """One source list in memory, written by :func:`write_source_lists`."""
 
     wav_scp: dict[str, str] = field(default_factory=dict)
     utt2dur: dict[str, str] = field(default_factory=dict)
@@ -84,7 +84,7 @@ def pcm16(samples: np.ndarray) -> np.ndarray:
     return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
 
 
-def write_source_list(lists: dict[str, SourceList], out: Path) -> None:
+def write_source_lists(lists: dict[str, SourceList], out: Path) -> None:
     """Write every list as ``out/<name>/`` (replacing what was there), all or nothing."""
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".sources.tmp{os.getpid()}"
@@ -391,7 +391,7 @@ def prepare_aug_sources(out: str | os.PathLike, *, rirs_dir: str | os.PathLike |
         lists.update(prepare_musan(musan_dir, out, sample_rate=sample_rate))
     else:
         lists.update(generate_sources(num_noises, num_music, seed, sample_rate, out))
-    write_source_list(lists, out)
+    write_source_lists(lists, out)
     if musan_dir is None and (out / "speech").exists():
         shutil.rmtree(out / "speech")   # from an earlier run with MUSAN: not of this one
         logger.info("%s: removed (no MUSAN in this run)", out / "speech")
@@ -413,5 +413,5 @@ __all__ = [
     "prepare_musan",
     "prepare_rirs_noises",
     "simulate_rirs",
-    "write_source_list",
+    "write_source_lists",
 ]
