@@ -18,23 +18,26 @@ Eyring's formula assumes a diffuse field, which a shoebox with one absorption fo
 walls is not (the images that travel nearly level in a flat room meet a wall only
 every 10-30 m): with Eyring's absorption the measured RT60 of medium rooms came out
 1.6-2.9 times the one asked for.  So Eyring's value is the starting point of a
-bisection on the measured RT60 of the response (:func:`fit_absorption`), and
-``rir2info`` records both.
+bisection on the decay of the images (:func:`fit_absorption`), ``rir2info`` records
+both, and a room whose walls cannot give its RT60 at all is drawn again
+(:func:`random_rir`).
 
 The number of images within reach grows as ``t**3 / V``: a 1 x 1 x 2 m room needs ten
 million of them for one second of response.  So the images are computed for the
 first ``IMAGE_S`` after the direct sound (the early reflections, which are heard as
 such), at most ``max_images`` of them, and the rest is the diffuse tail of Lehmann &
 Johansson's fast image method (2010): Gaussian noise that goes on from the images'
-energy envelope and decays 60 dB per RT60.  By then the image arrivals are many per
-millisecond, so the two cannot be told apart.  The tests check that the measured RT60
+energy envelope (its fitted line, so that a medium room's sparse last images do not
+set its level) and decays 60 dB per RT60.  The tests check that the measured RT60
 (Schroeder backward integration, T20 and T30) is the one asked for, and that the
-direct path and the first reflection land at ``distance / c``.  200 responses take
-about 2 s of one core.
+direct path and the first reflection land at ``distance / c``.  Of the 200 responses
+that ``prepare_aug_sources`` makes by default, 199 measure within 20% of their RT60
+(median ratio 1.00) as written to 16-bit wav; they take about 2 s of one core.
 
 Rooms are drawn as Kaldi's simulated RIRs were (Ko et al., ICASSP 2017): length and
-width uniform in 1-10 m (small), 10-30 m (medium) or 30-50 m (large), height 2-5 m,
-source and microphone uniform in the room at least ``WALL_MARGIN_M`` from every wall.
+width uniform in 1-10 m (small), 10-30 m (medium) or 30-50 m (large); the height,
+uniform in 2-5 m, and the RT60, uniform in 0.2-1.0 s, are our choice; source and
+microphone uniform in the room at least ``WALL_MARGIN_M`` from every wall.
 The response is cut at ``min(max_length_s, direct delay + RT60)``: by then it has
 decayed by 60 dB, below what a 16-bit wav can hold next to its direct path anyway.
 """
