@@ -7,8 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from augment_trees import (SR, make_data, make_sources, parse_aug, read_map, rir, speechlike,
-                           write_conf, write_map, write_wav)
+from augment_trees import (
+    SR,
+    make_data,
+    make_sources,
+    parse_aug,
+    read_map,
+    rir,
+    speechlike,
+    write_conf,
+    write_map,
+    write_wav,
+)
 
 from deepspeaker.augment import perturb
 from deepspeaker.augment.config import augment_config_from_dict, load_augment_config
@@ -59,7 +69,7 @@ def test_every_kind_makes_its_dir_ids_and_files(tree):
         assert all(parse_aug(v)["kind"] == kind and parse_aug(v)["seed"] == "0"
                    for v in aug.values())
         assert all(p.severity != "error" for p in validate_data_dir(out / f"train_{kind}"))
-        for utt, path in d.wav_scp.items():
+        for path in d.wav_scp.values():
             assert path.startswith(str(out / "wav" / kind))
             assert len(wav(path)) == SR  # 1 s utterances keep their length
     sp = DataDir.load(out / "train_sp")

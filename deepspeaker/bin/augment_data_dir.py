@@ -35,9 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment.augment_dir import (SOURCE_DIRS, SPEED, augment_utts, load_sources,
-                                   read_records, write_copy_dir, write_records)
-from ..augment.config import KINDS, AugmentConfig, augment_config_from_dict, load_augment_config
+from ..augment.augment_dir import (
+    SOURCE_DIRS,
+    SPEED,
+    augment_utts,
+    load_sources,
+    read_records,
+    write_copy_dir,
+    write_records,
+)
+from ..augment.config import (
+    KINDS,
+    AugmentConfig,
+    augment_config_from_dict,
+    load_augment_config,
+)
 from ..data import DataDir, validate_data_dir
 from ..data.combine import combine_data_dirs
 from ..marker import Marker, signature
@@ -189,7 +201,7 @@ def _run_jobs(data_dir: Path, out: Path, log_dir: Path, cfg: AugmentConfig,
     # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
     full = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
             str(log_dir / "augment.JOB.log")] + [shlex.quote(c) for c in cmd]
-    if subprocess.run(full).returncode != 0:
+    if subprocess.run(full, check=False).returncode != 0:
         raise DeepSpeakerError(f"{data_dir}: augmentation jobs failed (see {log_dir}); rerun "
                                f"the same command to redo only the unfinished jobs")
 
