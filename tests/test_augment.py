@@ -223,8 +223,34 @@ def test_rerun_skips_and_a_changed_config_redoes(tree, capfd):
     err = capfd.readouterr().err
     assert "nothing to do" in err and "augmenting in" not in err
     assert path.stat().st_mtime_ns == before
+    # A crash after the jobs, before the dirs were written: the jobs are not run again.
+    (tree / "out" / "train_reverb" / ".augment.done").unlink()
+    (tree / "out" / ".augment_train" / ".done.1").unlink()
+    assert run(tree, cfg={"kinds": ["reverb"]}, nj=2) == 0
+    err = capfd.readouterr().err
+    assert "augmenting in 2 jobs (2 to run)" in err  # another nj: every job again
+    (tree / "out" / "train_reverb" / ".augment.done").unlink()
+    (tree / "out" / ".augment_train" / ".done.2").unlink()
+    assert run(tree, cfg={"kinds": ["reverb"]}, nj=2) == 0
+    assert "augmenting in 2 jobs (1 to run)" in capfd.readouterr().err
     assert run(tree, cfg={"kinds": ["reverb"], "reverb": {"fraction": 0.5}}) == 0
     assert len(read_map(path)) < 8
+
+
+def test_segmented_data_dir(tree):
+    seg = tree / "seg"
+    seg.mkdir()
+    full = DataDir.load(tree / "train")
+    write_map(seg / "wav.scp", {"rec0": full.wav_scp["s0-u0"], "rec1": full.wav_scp["s1-u0"]})
+    write_map(seg / "segments", {"s0-a": "rec0 0.0 0.5", "s0-b": "rec0 0.5 1.0",
+                                 "s1-a": "rec1 0.2 0.9"})
+    write_map(seg / "utt2spk", {"s0-a": "s0", "s0-b": "s0", "s1-a": "s1"})
+    assert run(tree, data="seg", cfg={"kinds": ["reverb", "babble"],
+                                      "babble": {"speakers": [1]}}) == 0
+    d = DataDir.load(tree / "out" / "seg_reverb")
+    assert d.segments is None and d.utt2dur == {"s0-a-reverb": 0.5, "s0-b-reverb": 0.5,
+                                                "s1-a-reverb": 0.7}
+    assert len(wav(d.wav_scp["s1-a-reverb"])) == int(0.7 * SR)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -247,12 +273,16 @@ def test_corrupt_rir_fails_the_copies_that_drew_it(tree, capfd):
 
 def test_bad_utterance_is_listed_and_the_rest_finish(tree):
     (tree / "audio" / "s1-u0.wav").write_bytes(b"not a wav")
-    assert run(tree, "--max-failed-fraction", "0.2", cfg={"kinds": ["reverb", "noise"]}) == 0
-    for kind in ("reverb", "noise"):
+    assert run(tree, "--max-failed-fraction", "0.2",
+               cfg={"kinds": ["reverb", "noise", "babble"]}) == 0
+    for kind in ("reverb", "noise", "babble"):
         failed = read_map(tree / "out" / f"train_{kind}" / "failed_utts")
         assert list(failed) == [f"s1-u0-{kind}"]
         assert "train/wav.scp:3: s1-u0: cannot read audio" in failed[f"s1-u0-{kind}"]
         assert len(DataDir.load(tree / "out" / f"train_{kind}").utts) == 7
+    # Babble from the data dir passes over the unreadable utterance.
+    babble = read_map(tree / "out" / "train_babble" / "utt2aug").values()
+    assert not any("s1-u0" in parse_aug(v)["noise"] for v in babble)
 
 
 @pytest.mark.parametrize("cfg, needle", [

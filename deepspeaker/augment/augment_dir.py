@@ -15,8 +15,10 @@ exist (babble from the data dir's own speakers is the one exception: which other
 utterances it can draw is the data dir's list).
 
 A source file (RIR, noise, music, babble speech) that cannot be read is reported
-once, naming its list's ``wav.scp`` line; every copy that drew it is listed as failed
-with that reason (no redraw, so a fixed list gives the same copies as before).
+once per job, naming its list's ``wav.scp`` line; every copy that drew it is listed
+as failed with that reason (no redraw, so a fixed list gives the same copies as
+before).  Babble mixed from the data dir's own utterances passes over an unreadable
+one (it is listed as failed itself) and draws another.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class SourceList:
             try:
                 hit = self.reader(key)
             except AudioError as e:
-                logger.error("%s (copies that draw it fail)", e)
+                logger.error("%s (not usable as a source)", e)
                 hit = e
             self._cache[key] = hit
             if len(self._cache) > CACHE_ITEMS:
@@ -167,20 +169,31 @@ def _fmt(values: Iterable[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def _babble_ids(src: SourceList, spk: str, count: int, rng: np.random.Generator) -> list[str]:
-    """``count`` files of distinct speakers other than ``spk`` (fewer if there are not)."""
+def _babble(src: SourceList, spk: str, count: int, rng: np.random.Generator
+            ) -> list[tuple[str, np.ndarray]]:
+    """``count`` ``(id, samples)`` of distinct speakers other than ``spk`` (fewer if there are not).
+
+    From a speech list, an unreadable file fails the copy (AudioError), as for noise.
+    From the data dir's own utterances, an unreadable one is passed over: it is listed
+    as failed already, and the copies of good utterances need not fail with it.
+    """
     if src.speaker_of is None:
         count = min(count, len(src.ids))
-        return [src.ids[i] for i in rng.choice(len(src.ids), size=count, replace=False)]
-    chosen: list[str] = []
+        ids = [src.ids[i] for i in rng.choice(len(src.ids), size=count, replace=False)]
+        return [(i, src.load(i)) for i in ids]
+    chosen: list[tuple[str, np.ndarray]] = []
     speakers = {spk}
     for _ in range(50 * count):
         if len(chosen) == count:
             break
         u = src.draw(rng)
-        if src.speaker_of[u] not in speakers:
-            chosen.append(u)
-            speakers.add(src.speaker_of[u])
+        if src.speaker_of[u] in speakers:
+            continue
+        try:
+            chosen.append((u, src.load(u)))
+        except AudioError:
+            continue
+        speakers.add(src.speaker_of[u])
     return chosen
 
 
@@ -212,13 +225,13 @@ def make_copy(kind: str, x: np.ndarray, spk: str, rng: np.random.Generator,
         info.update(snr=_fmt([snr]), noise=mid)
     elif kind == "babble":
         count = int(rng.choice(cfg.babble.speakers))
-        ids = _babble_ids(sources["babble"], spk, count, rng)
+        chosen = _babble(sources["babble"], spk, count, rng)
+        ids = [i for i, _ in chosen]
         snrs = [float(rng.choice(cfg.babble.snrs)) for _ in ids]
         sp = perturb.power(x)
         y = np.asarray(x, dtype=np.float64).copy()
-        for bid, snr in zip(ids, snrs):
-            fitted = perturb.fit_length(sources["babble"].load(bid), len(x), rng)
-            y += perturb.scale_to_snr(fitted, sp, snr)
+        for (_, other), snr in zip(chosen, snrs):
+            y += perturb.scale_to_snr(perturb.fit_length(other, len(x), rng), sp, snr)
         info.update(snr=_fmt(snrs), noise=",".join(ids))
     else:
         raise ValueError(f"unknown kind {kind!r}")

@@ -1,6 +1,7 @@
 """Stage 1: 64-d log mel fbank and energy VAD for a data dir (paper §4.3; SPEC F1, F2).
 
     python -m deepspeaker.bin.compute_fbank_vad [--config conf/fbank_vad.yaml] [--nj 4] \\
+        [--vad-from <clean-dir>] \\
         <data-dir> [<log-dir> [<feat-dir>]]
 
 Writes ``feats.scp`` (float32 matrices), ``vad.scp`` (0/1 float vectors, Kaldi's
