@@ -64,7 +64,7 @@ def speed_speaker(spk: str, factor: float) -> str:
 
 # --------------------------------------------------------------------------- sources
 
-class SourceList:
+class SourceAudio:
     """The files of one list (a ``wav.scp``), read on demand with a small cache.
 
     ``load`` raises AudioError naming the list's ``wav.scp:line``; an unreadable file is
@@ -77,7 +77,7 @@ class SourceList:
         self._cache: OrderedDict[str, np.ndarray | AudioError] = OrderedDict()
 
     @classmethod
-    def from_dir(cls, path: Path, sample_rate: int) -> SourceList:
+    def from_dir(cls, path: Path, sample_rate: int) -> SourceAudio:
         wav_scp = path / "wav.scp"
         if not wav_scp.is_file():
             raise DeepSpeakerError("source list not found (make it with the sources stage, "
@@ -98,7 +98,7 @@ class SourceList:
                    where=str(wav_scp))
 
     @classmethod
-    def from_data(cls, data: DataDir, sample_rate: int) -> SourceList:
+    def from_data(cls, data: DataDir, sample_rate: int) -> SourceAudio:
         """The data dir's own utterances, for babble without a speech list."""
         return cls(data.utts, lambda u: load_audio(data, u, sample_rate=sample_rate),
                    speaker_of=data.utt2spk, where=str(data.path / "wav.scp"))
@@ -125,7 +125,7 @@ class SourceList:
 
 
 def load_sources(src: Path | None, cfg: AugmentConfig, kinds: Iterable[str],
-                 data: DataDir) -> dict[str, SourceList]:
+                 data: DataDir) -> dict[str, SourceAudio]:
     """The lists the enabled kinds need; a missing list is an error naming its path."""
     kinds = list(kinds)
     need = {k for k in kinds if k in ("reverb", "noise", "music")}
@@ -136,13 +136,13 @@ def load_sources(src: Path | None, cfg: AugmentConfig, kinds: Iterable[str],
         if src is None:
             raise DeepSpeakerError(f"kind {kind!r} needs --sources (a dir with "
                                    f"{SOURCE_DIRS[kind]}/wav.scp)")
-        out[kind] = SourceList.from_dir(src / SOURCE_DIRS[kind], cfg.sample_rate)
+        out[kind] = SourceAudio.from_dir(src / SOURCE_DIRS[kind], cfg.sample_rate)
     if "babble" in kinds:
         speech = None if src is None else src / "speech"
         if speech is not None and (speech / "wav.scp").is_file():
-            out["babble"] = SourceList.from_dir(speech, cfg.sample_rate)
+            out["babble"] = SourceAudio.from_dir(speech, cfg.sample_rate)
         else:
-            out["babble"] = SourceList.from_data(data, cfg.sample_rate)
+            out["babble"] = SourceAudio.from_data(data, cfg.sample_rate)
             if len(set(data.utt2spk.values())) < 2:
                 raise DeepSpeakerError(f"{data.path}: babble without {speech or 'a speech list'}"
                                        f" is mixed from other speakers, and this data dir has "
@@ -169,7 +169,7 @@ def _fmt(values: Iterable[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def _babble(src: SourceList, spk: str, count: int, rng: np.random.Generator
+def _babble(src: SourceAudio, spk: str, count: int, rng: np.random.Generator
             ) -> list[tuple[str, np.ndarray]]:
     """``count`` ``(id, samples)`` of distinct speakers other than ``spk`` (fewer if there are not).
 
@@ -198,7 +198,7 @@ def _babble(src: SourceList, spk: str, count: int, rng: np.random.Generator
 
 
 def make_copy(kind: str, x: np.ndarray, spk: str, rng: np.random.Generator,
-              cfg: AugmentConfig, sources: dict[str, SourceList]) -> Copy:
+              cfg: AugmentConfig, sources: dict[str, SourceAudio]) -> Copy:
     """The ``kind`` copy of samples ``x`` (of speaker ``spk``); AudioError if a source fails.
 
     Draw order (fixed, so that a config change in one place does not reshuffle the
@@ -240,7 +240,7 @@ def make_copy(kind: str, x: np.ndarray, spk: str, rng: np.random.Generator,
     return Copy(y, info)
 
 
-def _noise_events(x, rng, cfg: AugmentConfig, src: SourceList):
+def _noise_events(x, rng, cfg: AugmentConfig, src: SourceAudio):
     """Kaldi's foreground noise: events one after another, ``interval`` s apart, to the end."""
     n, gap = len(x), round(cfg.noise.interval * cfg.sample_rate)
     events, ids, snrs, starts = [], [], [], []
@@ -290,7 +290,7 @@ def planned_copies(utt: str, cfg: AugmentConfig, seed: int) -> list[tuple]:
 
 
 def augment_utts(data: DataDir, utts: list[str], out: Path, cfg: AugmentConfig,
-                 sources: dict[str, SourceList], seed: int) -> tuple[list[dict], list[dict]]:
+                 sources: dict[str, SourceAudio], seed: int) -> tuple[list[dict], list[dict]]:
     """Write every copy of ``utts``; ``(done records, failed records)``."""
     done: list[dict] = []
     failed: list[dict] = []
@@ -381,7 +381,7 @@ __all__ = [
     "SOURCE_DIRS",
     "SPEED",
     "Copy",
-    "SourceList",
+    "SourceAudio",
     "augment_utts",
     "copy_id",
     "copy_rng",
