@@ -7,7 +7,9 @@
   one-id-set contract (a feats.scp lacking the utterances of one source reads as if
   they had failed).  The dropped file is logged, as Kaldi warns.  The exception is
   segments, as in Kaldi: a source without it gets whole-recording segments
-  (``utt utt 0 -1``), so clean recordings and segmented ones combine.
+  (``utt utt 0 -1``), so clean recordings and segmented ones combine; and utt2uniq,
+  as in Kaldi: a source without it (the clean set beside its copies) maps each of its
+  utterances to itself.
 * cmvn.scp is dropped (per-speaker statistics are recomputed, Kaldi's advice);
   failed_utts is the union of those present (no file means none failed).
 * An utterance id in two sources is an error naming both; so is a speaker (or a
@@ -91,6 +93,10 @@ def combine_data_dirs(dest: str | os.PathLike, sources: Iterable[str | os.PathLi
         for m in loaded:
             if m["segments"] is None:  # whole recordings: one segment each
                 m["segments"] = {u: f"{u} 0 -1" for u in m["utt2spk"]}
+    if any(m["utt2uniq"] is not None for m in loaded):
+        for m in loaded:
+            if m["utt2uniq"] is None:  # its own utterances are the originals
+                m["utt2uniq"] = {u: u for u in m["utt2spk"]}
     for name in UTT_FILES[1:] + SHARED_FILES:
         have = [(src, m[name]) for src, m in zip(sources, loaded) if m[name] is not None]
         if not have:
