@@ -1,6 +1,7 @@
 """Stage 1: 64-d log mel fbank and energy VAD for a data dir (paper §4.3; SPEC F1, F2).
 
     python -m deepspeaker.bin.compute_fbank_vad [--config conf/fbank_vad.yaml] [--nj 4] \\
+        [--vad-from <clean-dir>] \\
         <data-dir> [<log-dir> [<feat-dir>]]
 
 Writes ``feats.scp`` (float32 matrices), ``vad.scp`` (0/1 float vectors, Kaldi's
@@ -22,6 +23,13 @@ finished (as long as the signature and ``--nj`` are those the jobs started with)
 A bad utterance (missing, corrupt, empty, too short, wrong rate, several channels,
 NaN) is listed with its reason and the others finish; the stage fails only if more
 than ``--max-failed-fraction`` of the utterances failed.
+
+VAD of augmented copies (Kaldi v2): with ``--vad-from <clean-dir>``, an utterance
+whose ``utt2uniq`` source has a VAD in ``<clean-dir>/vad.scp`` of the same frame
+count gets that VAD instead of the one of its own (noisy) audio: on 5-15 dB copies
+the energy VAD marks nearly every frame voiced.  Copies of another length (speed
+copies) keep their own.  The option, ``utt2uniq`` and the clean ``vad.scp`` are part
+of the signature; each job logs how many VADs it took from the clean dir.
 
 Features are stored raw: per-utterance mean/variance normalisation over voiced
 frames (F3) is applied when they are read (``deepspeaker.features.prepare_features``),
@@ -85,6 +93,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="utterances per batched fbank call")
     p.add_argument("--max-failed-fraction", type=float, default=0.05,
                    help="fail the stage when more than this fraction of utterances failed")
+    p.add_argument("--vad-from", type=Path, metavar="CLEAN_DIR",
+                   help="take each utterance's VAD from its utt2uniq source in "
+                   "CLEAN_DIR/vad.scp when the frame counts agree (augmented copies)")
     p.add_argument("data", type=Path)
     p.add_argument("log_dir", type=Path, nargs="?")
     p.add_argument("feat_dir", type=Path, nargs="?")
@@ -108,8 +119,24 @@ def job_paths(feat_dir: Path, name: str, job: int) -> dict[str, Path]:
     }
 
 
+def clean_vads(data: DataDir, vad_from: Path | None):
+    """``(utt2uniq, lazy clean vad.scp)`` for ``--vad-from``, or ``({}, {})`` without it."""
+    if vad_from is None:
+        return {}, {}
+    import kaldiio
+
+    scp = vad_from / "vad.scp"
+    if not scp.is_file():
+        raise DeepSpeakerError("--vad-from needs the clean dir's VAD (run this stage on it "
+                               "first)", path=scp)
+    if data.utt2uniq is None:
+        raise DeepSpeakerError("--vad-from needs utt2uniq (copy -> clean utterance)",
+                               path=data.path / "utt2uniq")
+    return data.utt2uniq, kaldiio.load_scp(str(scp))
+
+
 def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: int,
-            batch_size: int) -> None:
+            batch_size: int, vad_from: Path | None = None) -> None:
     """Compute fbank + VAD for one share of the utterances; bad ones are listed, not fatal."""
     import torch
 
@@ -117,6 +144,8 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
     d = DataDir.load(data_dir)
     name = data_dir.resolve().name
     utts = split_utts(d.utts, nj)[job - 1]
+    utt2uniq, clean_vad = clean_vads(d, vad_from)
+    taken = 0
     paths = job_paths(feat_dir, name, job)
     if paths["done"].exists():
         logger.info("job %d: already complete (%s); nothing to do", job, paths["done"])
@@ -132,7 +161,7 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
         batch: list[tuple[str, np.ndarray]] = []
 
         def flush() -> None:
-            nonlocal seconds
+            nonlocal seconds, taken
             if not batch:
                 return
             results = compute_fbank_batch([x for _, x in batch], cfg.fbank)
@@ -142,6 +171,12 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
                     logger.error("%s: fbank has NaN or infinite values; skipped", utt)
                     continue
                 vad = compute_vad_energy(log_energy, **dataclasses.asdict(cfg.vad))
+                src = utt2uniq.get(utt)
+                if src is not None and src != utt and src in clean_vad:
+                    clean = np.asarray(clean_vad[src])
+                    if clean.shape == vad.shape:
+                        vad = clean
+                        taken += 1
                 if vad.sum() == 0:
                     logger.warning("%s: no voiced frames (%d frames); later stages will skip it",
                                    utt, len(vad))
@@ -170,7 +205,10 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
     write_kaldi_map(paths["utt2num_frames"], num_frames)
     write_kaldi_map(paths["failed"], failed)
     with atomic_write(paths["done"]) as f:
-        f.write(f"{len(num_frames)} ok {len(failed)} failed\n")
+        f.write(f"{len(num_frames)} ok {len(failed)} failed {taken} vad_from\n")
+    if vad_from is not None:
+        logger.info("job %d: VAD of %d of %d utterances taken from %s (the others: their own)",
+                    job, taken, len(num_frames), vad_from / "vad.scp")
     dt = time.time() - t0
     logger.info("job %d: %d utterances done, %d failed, %.1f s of audio in %.1f s (%.0fx real time)",
                 job, len(num_frames), len(failed), seconds, dt, seconds / max(dt, 1e-9))
@@ -181,15 +219,25 @@ def _run_jobs_script() -> Path:
     return Path(root) / "utils" / "run_jobs.sh"
 
 
-def feature_signature(data_dir: Path, feat_dir: Path, cfg: FeatureConfig) -> dict:
-    """What made a data dir's features: the parsed config, the inputs, where the arks are."""
-    return signature(config=cfg.to_dict(), inputs=[data_dir.resolve() / f for f in INPUTS],
-                     options={"feat_dir": str(feat_dir)})
+def feature_signature(data_dir: Path, feat_dir: Path, cfg: FeatureConfig,
+                      vad_from: Path | None = None) -> dict:
+    """What made a data dir's features: the parsed config, the inputs, where the arks are.
+
+    With ``--vad-from`` also the clean dir, its vad.scp and the copies' utt2uniq (without
+    it the signature is what it always was, so existing markers stay valid).
+    """
+    inputs = [data_dir.resolve() / f for f in INPUTS]
+    options = {"feat_dir": str(feat_dir)}
+    if vad_from is not None:
+        inputs += [data_dir.resolve() / "utt2uniq", vad_from.resolve() / "vad.scp"]
+        options["vad_from"] = str(vad_from.resolve())
+    return signature(config=cfg.to_dict(), inputs=inputs, options=options)
 
 
 def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Path | None = None,
                       config: dict | None = None, nj: int = 4, batch_size: int = 32,
-                      max_failed_fraction: float = 0.05) -> tuple[int, dict[str, str]]:
+                      max_failed_fraction: float = 0.05, vad_from: Path | None = None
+                      ) -> tuple[int, dict[str, str]]:
     """Run all jobs (skipping finished ones), merge their outputs into the data dir.
 
     Does nothing when the data dir's marker holds this signature.  Returns
@@ -199,7 +247,7 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
     feat_dir = (feat_dir or data_dir / "data").resolve()
     cfg = FeatureConfig.from_dict(config or {})
     marker = Marker(data_dir / MARKER)
-    sig = feature_signature(data_dir, feat_dir, cfg)
+    sig = feature_signature(data_dir, feat_dir, cfg, vad_from)
     if marker.outputs_current(sig, [data_dir / f for f in OUTPUTS]):
         d = DataDir.load(data_dir)
         logger.info("%s already has features made from this config and these inputs (%s); "
@@ -212,16 +260,17 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
         raise DeepSpeakerError(f"{data_dir}: {len(problems)} problem(s) in the data dir; "
                                f"fix them (utils/fix_data_dir.sh) and rerun")
     d = DataDir.load(data_dir)
+    clean_vads(d, vad_from)  # a missing clean vad.scp or utt2uniq fails before any job
     nj = max(1, min(nj, len(d.utts)))
     feat_dir.mkdir(parents=True, exist_ok=True)
-    _run_jobs(data_dir, log_dir, feat_dir, cfg, sig, nj, batch_size)
+    _run_jobs(data_dir, log_dir, feat_dir, cfg, sig, nj, batch_size, vad_from)
     result = _merge(data_dir, feat_dir, d.utts, nj, max_failed_fraction)
     marker.write(sig)
     return result
 
 
 def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig, sig: dict,
-              nj: int, batch_size: int) -> None:
+              nj: int, batch_size: int, vad_from: Path | None = None) -> None:
     """Run the jobs that have not finished under this signature and ``nj``."""
     name = data_dir.resolve().name
     # The per-job .done files belong to the signature and nj recorded here; under any
@@ -248,8 +297,10 @@ def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig,
     cmd = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
            str(log_dir / "make_fbank_vad.JOB.log"), sys.executable, "-m",
            "deepspeaker.bin.compute_fbank_vad", "--config", str(saved), "--nj", str(nj),
-           "--job", "JOB", "--batch-size", str(batch_size), str(data_dir.resolve()),
-           str(log_dir.resolve()), str(feat_dir)]
+           "--job", "JOB", "--batch-size", str(batch_size)]
+    if vad_from is not None:
+        cmd += ["--vad-from", str(vad_from.resolve())]
+    cmd += [str(data_dir.resolve()), str(log_dir.resolve()), str(feat_dir)]
     # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
     cmd = cmd[:4] + [shlex.quote(c) for c in cmd[4:]]
     rc = subprocess.run(cmd).returncode
@@ -263,12 +314,15 @@ def _merge(data_dir: Path, feat_dir: Path, utts: list[str], nj: int,
     """Concatenate the jobs' outputs into the data dir; check enough utterances made it."""
     name = data_dir.resolve().name
     feats, vad, frames, failed = {}, {}, {}, {}
+    taken = 0
     for job in range(1, nj + 1):
         p = job_paths(feat_dir, name, job)
         feats.update(read_kaldi_map(p["feats_scp"]) if p["feats_scp"].stat().st_size else {})
         vad.update(read_kaldi_map(p["vad_scp"]) if p["vad_scp"].stat().st_size else {})
         frames.update(read_kaldi_map(p["utt2num_frames"]) if p["utt2num_frames"].stat().st_size else {})
         failed.update(read_kaldi_map(p["failed"]) if p["failed"].stat().st_size else {})
+        fields = p["done"].read_text().split()
+        taken += int(fields[4]) if len(fields) > 4 else 0
     write_kaldi_map(data_dir / "feats.scp", feats)
     write_kaldi_map(data_dir / "vad.scp", vad)
     write_kaldi_map(data_dir / "utt2num_frames", frames)
@@ -288,8 +342,9 @@ def _merge(data_dir: Path, feat_dir: Path, utts: list[str], nj: int,
         raise DeepSpeakerError(f"{data_dir}: {len(failed)} of {len(utts)} utterances failed "
                                f"({100 * frac:.1f}% > {100 * max_failed_fraction:.1f}%); "
                                f"reasons in {failed_path}")
-    logger.info("%s: features for %d utterances%s", data_dir, len(feats),
-                f"; {len(failed)} failed, listed in {failed_path}" if failed else "")
+    logger.info("%s: features for %d utterances%s%s", data_dir, len(feats),
+                f"; {len(failed)} failed, listed in {failed_path}" if failed else "",
+                f"; VAD of {taken} taken from the clean source (--vad-from)" if taken else "")
     return len(feats), failed
 
 
@@ -300,14 +355,14 @@ def main(argv=None) -> int:
         config = load_yaml(args.config) if args.config else {}
         if args.job is None:
             compute_fbank_vad(args.data, args.log_dir, args.feat_dir, config, args.nj,
-                              args.batch_size, args.max_failed_fraction)
+                              args.batch_size, args.max_failed_fraction, args.vad_from)
             return
         if not 1 <= args.job <= args.nj:
             raise DeepSpeakerError(f"--job {args.job} outside 1..{args.nj}")
         cfg = FeatureConfig.from_dict({k: v for k, v in config.items() if k != "nj"},
                                       str(args.config))
         run_job(args.data, (args.feat_dir or args.data / "data").resolve(), cfg, args.nj,
-                args.job, args.batch_size)
+                args.job, args.batch_size, args.vad_from)
 
     return run_main(work, argv)
 

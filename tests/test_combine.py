@@ -1,0 +1,78 @@
+"""combine_data_dir: Kaldi's utils/combine_data.sh semantics, through the command."""
+
+from __future__ import annotations
+
+from augment_trees import make_data, read_map, write_map
+
+from deepspeaker.bin import combine_data_dir as stage
+from deepspeaker.data import DataDir, validate_data_dir
+
+
+def test_union_sorted_spk2utt_rebuilt_and_partial_files_dropped(tmp_path, capfd):
+    a = make_data(tmp_path, "a", num_spk=2)
+    b = make_data(tmp_path / "other", "b", num_spk=3)  # same ids s0.., renamed below
+    ids = {u: f"z{u}" for u in read_map(b / "utt2spk")}
+    for name in ("wav.scp", "utt2dur"):
+        write_map(b / name, {ids[u]: v for u, v in read_map(b / name).items()})
+    write_map(b / "utt2spk", {ids[u]: f"z{s}" for u, s in read_map(b / "utt2spk").items()})
+    write_map(b / "spk2gender", {f"z{s}": g for s, g in read_map(b / "spk2gender").items()})
+    (b / "spk2utt").unlink()
+    write_map(a / "text", {u: "hello" for u in read_map(a / "utt2spk")})
+    write_map(b / "utt2uniq", {u: f"orig-{u}" for u in read_map(b / "utt2spk")})
+    assert stage.main([str(tmp_path / "all"), str(b), str(a)]) == 0
+    err = capfd.readouterr().err
+    d = DataDir.load(tmp_path / "all")
+    assert len(d.utts) == 4 + 6 and d.utts == sorted(d.utts)
+    assert d.spk2utt["zs2"] == ["zs2-u0", "zs2-u1"] and d.spk2utt["s1"] == ["s1-u0", "s1-u1"]
+    assert d.spk2gender == {"s0": "m", "s1": "f", "zs0": "m", "zs1": "f", "zs2": "m"}
+    assert d.utt2dur["zs1-u0"] == 1.0
+    # utt2uniq as Kaldi combines it: a source without one maps its utterances to themselves.
+    assert d.utt2uniq["zs1-u0"] == "orig-zs1-u0" and d.utt2uniq["s1-u0"] == "s1-u0"
+    assert d.text is None and "text is not in every source" in err  # Kaldi warns, drops
+    assert not [p for p in validate_data_dir(tmp_path / "all") if p.severity == "error"]
+    lines = (tmp_path / "all" / "utt2spk").read_text().splitlines()
+    assert lines == sorted(lines, key=lambda s: s.encode())
+
+
+def test_duplicate_utterance_names_both_sources(tmp_path, capfd):
+    a = make_data(tmp_path, "a", num_spk=1)
+    b = make_data(tmp_path / "x", "b", num_spk=1)
+    assert stage.main([str(tmp_path / "all"), str(a), str(b)]) == 1
+    err = capfd.readouterr().err
+    assert f"utterance s0-u0 is in both {a / 'utt2spk'} and {b / 'utt2spk'}" in err
+    assert "Traceback" not in err and not (tmp_path / "all" / "utt2spk").exists()
+
+
+def test_conflicting_speaker_gender_is_an_error(tmp_path, capfd):
+    a = make_data(tmp_path, "a", num_spk=1, num_utt=1)
+    b = make_data(tmp_path / "x", "b", num_spk=1, num_utt=1)
+    write_map(b / "utt2spk", {"s0-u9": "s0"})
+    write_map(b / "wav.scp", {"s0-u9": read_map(b / "wav.scp")["s0-u0"]})
+    write_map(b / "utt2dur", {"s0-u9": "1"})
+    write_map(b / "spk2utt", {"s0": "s0-u9"})
+    write_map(b / "spk2gender", {"s0": "f"})
+    assert stage.main([str(tmp_path / "all"), str(a), str(b)]) == 1
+    assert f"s0 is 'm' in {a / 'spk2gender'} but 'f' in {b / 'spk2gender'}" in \
+        capfd.readouterr().err
+
+
+def test_segmented_and_whole_recordings_combine(tmp_path):
+    a = make_data(tmp_path, "a", num_spk=1, num_utt=1)
+    b = make_data(tmp_path / "x", "b", num_spk=1, num_utt=1)
+    rec = read_map(b / "wav.scp")["s0-u0"]
+    write_map(b / "wav.scp", {"recB": rec})
+    write_map(b / "segments", {"t0-seg1": "recB 0.0 0.5", "t0-seg2": "recB 0.5 1.0"})
+    write_map(b / "utt2spk", {"t0-seg1": "t0", "t0-seg2": "t0"})
+    write_map(b / "utt2dur", {"t0-seg1": "0.5", "t0-seg2": "0.5"})
+    write_map(b / "spk2utt", {"t0": "t0-seg1 t0-seg2"})
+    write_map(b / "spk2gender", {"t0": "f"})
+    assert stage.main([str(tmp_path / "all"), str(a), str(b)]) == 0
+    d = DataDir.load(tmp_path / "all")
+    assert d.segments == {"s0-u0": ("s0-u0", 0.0, -1.0), "t0-seg1": ("recB", 0.0, 0.5),
+                          "t0-seg2": ("recB", 0.5, 1.0)}
+    assert set(d.wav_scp) == {"s0-u0", "recB"}
+    assert not [p for p in validate_data_dir(tmp_path / "all") if p.severity == "error"]
+    from deepspeaker.data import iter_audio
+
+    lens = {u: len(x) for u, x, e in iter_audio(d)}
+    assert lens == {"s0-u0": 16000, "t0-seg1": 8000, "t0-seg2": 8000}
