@@ -184,6 +184,8 @@ class FeatureSet:
             if self.sources is None or self.lengths is None or self.bins is None:
                 raise ValueError("a FeatureSet without feats needs disk, or sources, lengths and bins")
             self.disk = DiskFeatures.from_sources(self.sources, self.max_frames)
+        elif self.disk.sources is None:
+            self.disk.sources = self.sources
 
     @property
     def in_memory(self) -> bool:
@@ -198,18 +200,21 @@ class FeatureSet:
         return x
 
     def chunks(self, idx: np.ndarray, starts: np.ndarray, chunk_frames: int,
-               timer: dict | None = None) -> np.ndarray:
+               timer: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """(n, chunk_frames, bins) float32: ``crop(get(i), s, chunk_frames)`` for each ``i, s``.
 
-        ``timer`` (optional) accumulates seconds per :data:`TIMED_PARTS`.
+        Written into ``out`` when given (e.g. shared memory a loader worker returns as
+        it is); ``timer`` (optional) accumulates seconds per :data:`TIMED_PARTS`.
         """
         idx, starts = np.asarray(idx, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+        if out is None:
+            out = np.empty((len(idx), chunk_frames, self.num_bins), dtype=np.float32)
         if self.buffer is None:
-            return self.disk.chunks(idx, starts, self.lengths[idx], chunk_frames, timer)
+            return self.disk.chunks(idx, starts, self.lengths[idx], chunk_frames, out, timer)
         t0 = time.perf_counter()
         rows = self.offsets[idx][:, None] + chunk_positions(self.lengths[idx], starts, chunk_frames)
         t1 = time.perf_counter()
-        out = self.buffer[rows.reshape(-1)].reshape(len(idx), chunk_frames, self.bins)
+        np.take(self.buffer, rows.reshape(-1), axis=0, out=out.reshape(-1, self.num_bins))
         if timer is not None:
             timer["crop"] = timer.get("crop", 0.0) + t1 - t0
             timer["collate"] = timer.get("collate", 0.0) + time.perf_counter() - t1
@@ -449,7 +454,7 @@ class DiskIndexBuilder:
         self.max_frames = max_frames
         self.files = ArkFiles()
         self.cols = {"file": [], "data": [], "rows": [], "cols": [], "dtype": []}
-        self.means, self.stds, self.runs, self.fallback = [], [], [], []
+        self.means, self.stds, self.runs, self.fallback, self.voiced = [], [], [], [], []
         self.bins = 0
 
     def _locate(self, rxfile: str, tokens: dict):
@@ -486,8 +491,10 @@ class DiskIndexBuilder:
         if where is None:
             self.means.append(None)
             self.stds.append(None)
+            self.voiced.append(0)
             return
         voiced = raw[np.asarray(vad).reshape(-1) > 0.5] if vad is not None else raw
+        self.voiced.append(voiced.shape[0])
         mean, std = normalization_stats(voiced)
         self.means.append(mean)
         self.stds.append(std)
@@ -498,9 +505,10 @@ class DiskIndexBuilder:
 
     def finish(self) -> DiskFeatures:
         zero = np.zeros(self.bins)
-        seg_ptr = np.concatenate([[0], np.cumsum([len(r[0]) for r in self.runs])]).astype(np.int64)
-        cat = (lambda k: np.concatenate([r[k] for r in self.runs]).astype(np.int64)
-               if self.runs else np.zeros(0, np.int64))
+        voiced_ptr = np.concatenate([[0], np.cumsum(self.voiced)]).astype(np.int64)
+        seg_raw = np.concatenate([np.zeros(0)] + [r[0] for r in self.runs]).astype(np.int64)
+        seg_key = np.concatenate([np.zeros(0)] + [r[1] + voiced_ptr[i]
+                                                  for i, r in enumerate(self.runs)]).astype(np.int64)
         return DiskFeatures(
             files=self.files, sources=None, max_frames=self.max_frames,
             file_id=np.asarray(self.cols["file"], dtype=np.int32),
@@ -511,7 +519,7 @@ class DiskIndexBuilder:
             # kaldiio-read utterances come prepared: mean 0, std 1 leave them as they are
             mean=np.stack([zero if m is None else m for m in self.means]),
             std=np.stack([zero + 1 if s is None else s for s in self.stds]),
-            seg_ptr=seg_ptr, seg_raw=cat(0), seg_cum=cat(1))
+            voiced_ptr=voiced_ptr, seg_raw=seg_raw, seg_key=seg_key)
 
 
 @dataclass
@@ -520,9 +528,11 @@ class DiskFeatures:
 
     Per utterance ``i`` (numpy arrays, so that forked workers touch no Python objects):
     ``file_id[i]`` (-1: read through kaldiio, ``sources[i]``), ``data_offset``, ``rows``,
-    ``cols``, ``is_double``; ``mean[i]`` / ``std[i]`` (float64) of its voiced frames;
-    voiced runs ``seg_ptr[i]:seg_ptr[i + 1]`` of ``seg_raw`` (raw frame a run starts at)
-    and ``seg_cum`` (voiced frames before it).
+    ``cols``, ``is_double``; ``mean[i]`` / ``std[i]`` (float64) of its voiced frames.
+    Voiced frames are numbered over the whole set (utterance ``i``'s from
+    ``voiced_ptr[i]``); each voiced run starts at raw frame ``seg_raw[k]`` of its
+    utterance and at voiced number ``seg_key[k]`` (sorted: one search finds the runs
+    of a whole batch, :meth:`voiced_to_raw`).
     """
 
     files: ArkFiles
@@ -535,9 +545,9 @@ class DiskFeatures:
     is_double: np.ndarray
     mean: np.ndarray
     std: np.ndarray
-    seg_ptr: np.ndarray
+    voiced_ptr: np.ndarray
     seg_raw: np.ndarray
-    seg_cum: np.ndarray
+    seg_key: np.ndarray
 
     @classmethod
     def from_sources(cls, sources, max_frames) -> DiskFeatures:
@@ -553,13 +563,6 @@ class DiskFeatures:
     def fallback(self, i: int) -> bool:
         return self.file_id[i] < 0
 
-    def raw_rows(self, i: int, positions: np.ndarray) -> np.ndarray:
-        """Raw frame of each voiced ``positions`` of utterance ``i``."""
-        a, b = self.seg_ptr[i], self.seg_ptr[i + 1]
-        cum, raw = self.seg_cum[a:b], self.seg_raw[a:b]
-        k = np.searchsorted(cum, positions, side="right") - 1
-        return raw[k] + positions - cum[k]
-
     def read_rows(self, i: int, lo: int, hi: int) -> np.ndarray:
         """Raw rows ``[lo, hi)`` of utterance ``i``: one pread."""
         dtype = np.float64 if self.is_double[i] else np.float32
@@ -572,54 +575,74 @@ class DiskFeatures:
     def read(self, i: int, length: int) -> np.ndarray:
         """The whole prepared utterance ``i`` (its first ``length`` voiced frames)."""
         if self.fallback(i):
-            feats_rx, vad_rx = self.sources[i]
-            return _read_prepared(feats_rx, vad_rx, self.max_frames)
-        return self.chunks(np.array([i]), np.array([0]), np.array([length]), int(length))[0]
+            return self._read_fallback(i, length)
+        out = np.empty((1, length, int(self.mean.shape[1])), dtype=np.float32)
+        return self.chunks(np.array([i]), np.array([0]), np.array([length]), int(length), out)[0]
+
+    def voiced_to_raw(self, idx: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Raw frames of voiced ``positions`` (n, T) of utterances ``idx`` (n,): one search for all.
+
+        ``seg_key`` (voiced frames before each run, counted over the whole set) is sorted,
+        so the run holding each position is one ``searchsorted`` over the batch.
+        """
+        key = self.voiced_ptr[idx][:, None] + positions
+        k = np.searchsorted(self.seg_key, key, side="right") - 1
+        return self.seg_raw[k] + key - self.seg_key[k]
 
     def chunks(self, idx: np.ndarray, starts: np.ndarray, lengths: np.ndarray, chunk_frames: int,
-               timer: dict | None = None) -> np.ndarray:
-        """(n, chunk_frames, bins) float32 prepared chunks; see :meth:`FeatureSet.chunks`."""
+               out: np.ndarray, timer: dict | None = None) -> np.ndarray:
+        """Prepared chunks into ``out`` (n, chunk_frames, bins) float32; see :meth:`FeatureSet.chunks`.
+
+        Per chunk: one pread of the raw rows it spans, the voiced ones among them, and
+        the normalisation of :func:`normalization_stats` in float64 while they are in cache.
+        """
         clock = time.perf_counter
         parts = dict.fromkeys(TIMED_PARTS, 0.0)
-        n = len(idx)
-        bins = int(self.mean.shape[1])
-        out = np.empty((n, chunk_frames, bins), dtype=np.float64)
         t = clock()
         positions = chunk_positions(lengths, starts, chunk_frames)
         parts["crop"] += clock() - t
-        for j, i in enumerate(idx):
-            if self.fallback(i):
-                t = clock()
-                feats_rx, vad_rx = self.sources[i]
-                x = _read_prepared(feats_rx, vad_rx, self.max_frames)
-                if x.shape[0] != lengths[j]:
-                    raise TrainingDataError(f"{feats_rx} now gives {x.shape[0]} frames, "
-                                            f"{lengths[j]} when loaded (features changed on disk?)")
-                # prepared already; its mean 0 and std 1 leave it bit for bit as it is
-                out[j] = x[positions[j]]
-                parts["read"] += clock() - t
-                continue
-            t0 = clock()
-            rows = self.raw_rows(i, positions[j])
-            lo, hi = int(rows.min()), int(rows.max()) + 1
-            t1 = clock()
-            span = self.read_rows(i, lo, hi)
-            t2 = clock()
-            out[j] = span[rows - lo]
-            t3 = clock()
-            parts["vad"] += (t1 - t0) + (t3 - t2)
-            parts["read"] += t2 - t1
         t = clock()
-        out -= self.mean[idx][:, None, :]
-        out /= self.std[idx][:, None, :]
-        t1 = clock()
-        result = out.astype(np.float32)
-        parts["normalise"] += t1 - t
-        parts["collate"] += clock() - t1
+        fast = self.file_id[idx] >= 0
+        rows = np.zeros_like(positions)
+        if fast.any():
+            rows[fast] = self.voiced_to_raw(idx[fast], positions[fast])
+        lo, hi = rows.min(axis=1), rows.max(axis=1) + 1
+        contiguous = (hi - lo) == chunk_frames     # then rows are lo, lo + 1, ... (sorted)
+        tmp = np.empty((chunk_frames, out.shape[2]), dtype=np.float64)
+        parts["vad"] += clock() - t
+        for j, i in enumerate(idx):
+            t0 = clock()
+            if not fast[j]:
+                x = self._read_fallback(i, int(lengths[j]))
+                out[j] = x[positions[j]]
+                parts["read"] += clock() - t0
+                continue
+            span = self.read_rows(i, int(lo[j]), int(hi[j]))
+            t1 = clock()
+            if not contiguous[j]:
+                span = span[rows[j] - lo[j]]
+            t2 = clock()
+            # f32 - f64 is computed in f64 after an exact widening: normalize_utterance's ops
+            np.subtract(span, self.mean[i], out=tmp)
+            np.divide(tmp, self.std[i], out=tmp)
+            out[j] = tmp
+            t3 = clock()
+            parts["read"] += t1 - t0
+            parts["vad"] += t2 - t1
+            parts["normalise"] += t3 - t2
         if timer is not None:
             for k, v in parts.items():
                 timer[k] = timer.get(k, 0.0) + v
-        return result
+        return out
+
+    def _read_fallback(self, i: int, length: int) -> np.ndarray:
+        """A kaldiio-read utterance (compressed, a pipe), prepared as before."""
+        feats_rx, vad_rx = self.sources[i]
+        x = _read_prepared(feats_rx, vad_rx, self.max_frames)
+        if x.shape[0] != length:
+            raise TrainingDataError(f"{feats_rx} now gives {x.shape[0]} frames, {length} when "
+                                    f"loaded (features changed on disk?)")
+        return x
 
 
 def _read_prepared(feats_rx: str, vad_rx: str | None, max_frames: int | None) -> np.ndarray:
@@ -750,12 +773,14 @@ class BatchPlan:
         return int(np.random.default_rng([self.seed, epoch, step, 2]).integers(lo, hi + 1))
 
     def batch(self, epoch: int, step: int, rank: int = 0, world_size: int = 1,
-              timer: dict | None = None) -> dict:
+              timer: dict | None = None, allocate=None) -> dict:
         """This rank's part of global batch ``step`` of ``epoch`` as numpy arrays.
 
         softmax: ``{"feats": (b, T, D), "labels": (b,)}``;
-        triplet: ``{"anchor": (b, T, D), "positive": (b, T, D), "speakers": (b,)}``.
-        ``timer`` (optional) accumulates seconds per part (:data:`TIMED_PARTS`).
+        triplet: ``{"anchor": (b, T, D), "positive": (b, T, D), "speakers": (b,)}`` (the
+        two halves, in that order, of one (2b, T, D) array).  ``allocate(shape)``
+        (optional) returns the float32 array the chunks are written into (the loader's
+        shared memory); ``timer`` (optional) accumulates seconds per :data:`TIMED_PARTS`.
         """
         idx = self.indices(epoch, step)
         frames = self.chunk_length(epoch, step)
@@ -765,22 +790,22 @@ class BatchPlan:
         lens = self.feats.lengths[flat]
         starts = (rng.random(len(flat)) * np.maximum(lens - frames + 1, 1)).astype(np.int64)
         part = rank_slice(len(idx), rank, world_size)
-        rows = np.arange(len(flat)).reshape(idx.shape)[part].reshape(-1)
-        chunks = self.feats.chunks(flat[rows], starts[rows], frames, timer)
+        # Rows of the global (flat) batch this rank builds: its anchors, then its positives.
+        rows = np.arange(len(flat)).reshape(idx.shape)[part].T.reshape(-1)
+        shape = (len(rows), frames, self.feats.num_bins)
+        out = allocate(shape) if allocate is not None else np.empty(shape, dtype=np.float32)
+        chunks = self.feats.chunks(flat[rows], starts[rows], frames, timer, out=out)
         if self.spec_augment is not None:
             t = time.perf_counter()
             masks = np.random.default_rng([self.seed, epoch, step, 3])
-            global_shape = (len(flat), frames, self.feats.num_bins)
-            self.spec_augment.apply_rows(chunks, rows, global_shape, masks)
+            self.spec_augment.apply_rows(chunks, rows, (len(flat), *shape[1:]), masks)
             if timer is not None:
                 timer["augment"] = timer.get("augment", 0.0) + time.perf_counter() - t
         idx = idx[part]
         if self.stage == "softmax":
             return {"feats": chunks, "labels": self.feats.labels[idx]}
-        chunks = chunks.reshape(len(idx), 2, frames, -1)
-        return {"anchor": np.ascontiguousarray(chunks[:, 0]),
-                "positive": np.ascontiguousarray(chunks[:, 1]),
-                "speakers": self.feats.labels[idx[:, 0]]}
+        n = len(idx)
+        return {"anchor": chunks[:n], "positive": chunks[n:], "speakers": self.feats.labels[idx[:, 0]]}
 
 
 def pad_batch(mats: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ import multiprocessing
 import os
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from deepspeaker.nnet.data import BatchPlan
 from deepspeaker.utils import DeepSpeakerError
@@ -86,11 +86,26 @@ class StepBatches(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         epoch, step = self.step_of(k)
+        made = []
+
+        def allocate(shape):
+            # In a worker, shared memory from the start: the DataLoader then passes the
+            # batch to the main process as it is, without a copy into shared memory.
+            t = torch.empty(shape, dtype=torch.float32)
+            made.append(t.share_memory_() if get_worker_info() is not None else t)
+            return made[-1].numpy()
+
         try:
-            batch = self.plan.batch(epoch, step, self.rank, self.world_size)
+            batch = self.plan.batch(epoch, step, self.rank, self.world_size, allocate=allocate)
         except DeepSpeakerError as e:
             # Passed back as a value: the DataLoader would re-raise it as a worker traceback.
             return {"epoch": epoch, "step": step, "error": e}
+        chunks = made[0]
+        if "feats" in batch:
+            batch["feats"] = chunks
+        else:
+            n = batch["anchor"].shape[0]
+            batch["anchor"], batch["positive"] = chunks[:n], chunks[n:]
         return {"epoch": epoch, "step": step, **batch}
 
 
