@@ -210,6 +210,7 @@ def main(argv=None) -> int:
     parts = breakdown(plan, args.batches, 4 * per)
     print("per chunk, main process (0 workers): " + "  ".join(
         f"{k} {1e6 * v:.1f} us" for k, v in parts.items()))
+    loader_mem = proc_status(os.getpid())
     torch.set_num_threads(1)
     rate_step = step_rate(args)
     best = max(rates.values())
@@ -218,7 +219,8 @@ def main(argv=None) -> int:
     print(f"best loader / step {best / rate_step:.1f}x   best loader / GPU reference "
           f"{best / GPU_REFERENCE:.3f}   (target >= 1 with {cores} cores)")
     main_mem = proc_status(os.getpid())
-    print(f"peak RSS: main {main_mem.get('VmHWM', 0) / 1024:.1f} MB; workers " + "; ".join(
+    print(f"peak RSS: main {loader_mem.get('VmHWM', 0) / 1024:.1f} MB before the step, "
+          f"{main_mem.get('VmHWM', 0) / 1024:.1f} MB after it; workers " + "; ".join(
         f"{name}: " + ", ".join(f"{m.get('VmHWM', 0) / 1024:.1f} MB (private "
                                 f"{m.get('Private', 0) / 1024:.1f} MB)" for m in mems)
         for name, mems in memory.items() if mems))
@@ -228,7 +230,7 @@ def main(argv=None) -> int:
     print(f"RESULT step {rate_step:.2f}")
     print(f"RESULT ratio_step {best / rate_step:.4f}")
     print(f"RESULT ratio_gpu {best / GPU_REFERENCE:.6f}")
-    print(f"RESULT rss_main_mb {main_mem.get('VmHWM', 0) / 1024:.1f}")
+    print(f"RESULT rss_main_mb {loader_mem.get('VmHWM', 0) / 1024:.1f}")
     print(f"RESULT rss_worker_mb {max(worker_peaks, default=0) / 1024:.1f}")
     for k, v in parts.items():
         print(f"RESULT us_{k.split()[0]} {1e6 * v:.2f}")

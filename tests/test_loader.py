@@ -30,7 +30,9 @@ from deepspeaker.nnet.trainer import load_checkpoint
 def _loader_batches(plan, workers, epoch=0, step=0, epochs=2, rank=0, world_size=1):
     loader = batch_loader(plan, epoch, step, epochs, rank, world_size, num_workers=workers,
                           prefetch=2)
-    return list(iterate_batches(loader))
+    # a batch's shared buffer goes back to its worker when the next one is asked for: copy
+    return [{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in b.items()
+             if k != "slot"} for b in iterate_batches(loader)]
 
 
 def _same_batches(a: list[dict], b: list[dict]) -> None:

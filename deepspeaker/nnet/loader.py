@@ -29,6 +29,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
+
+import numpy as np
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -69,12 +72,55 @@ def resolve_num_workers(num_workers: int | str) -> int:
     return n
 
 
+class SharedSlots:
+    """Shared-memory batch buffers that each worker reuses once the main process is done with them.
+
+    A new shared buffer per batch costs more than building the batch (creating, zero
+    filling and mapping 13 MB of shared memory for 256 x 200 x 64 chunks: 31 ms against
+    8 ms for ordinary memory, measured here).  So each worker keeps ``slots`` buffers of
+    ``capacity`` floats, made in the worker on first use; ``busy`` (shared, made before
+    the fork) says which ones the main process still holds: the worker marks a slot busy
+    when it fills it, :func:`iterate_batches` frees it when the next batch is asked for
+    (the step that used it is done; a pinned copy was made before that).  ``slots`` covers
+    what can be outstanding (``prefetch`` per worker, the batch in use and one in the
+    pinning thread); a worker that still finds none free makes a new buffer after
+    ``wait_s``, so a miscount costs time, never a deadlock.
+    """
+
+    def __init__(self, num_workers: int, slots: int, capacity: int, wait_s: float = 5.0):
+        self.busy = torch.zeros((max(1, num_workers), slots), dtype=torch.int32).share_memory_()
+        self.capacity, self.wait_s = capacity, wait_s
+        self._buffers: dict[int, torch.Tensor] = {}
+
+    def take(self, shape) -> tuple[torch.Tensor, int]:
+        """(a float32 tensor of ``shape`` in shared memory, its slot or -1) in this worker."""
+        worker = get_worker_info().id
+        numel = int(np.prod(shape))
+        if numel <= self.capacity:
+            deadline = time.monotonic() + self.wait_s
+            while time.monotonic() < deadline:
+                free = torch.nonzero(self.busy[worker] == 0)
+                if len(free):
+                    slot = int(free[0])
+                    if slot not in self._buffers:
+                        self._buffers[slot] = torch.empty(self.capacity).share_memory_()
+                    self.busy[worker, slot] = 1
+                    return self._buffers[slot][:numel].view(shape), slot
+                time.sleep(0.001)
+        return torch.empty(shape, dtype=torch.float32).share_memory_(), -1
+
+    def release(self, batch: dict) -> None:
+        worker, slot = batch.get("slot", (-1, -1))
+        if slot >= 0:
+            self.busy[worker, slot] = 0
+
+
 class StepBatches(Dataset):
     """Item ``k``: this rank's batch of the ``k``-th step from ``(epoch, step)`` on, tagged with both."""
 
     def __init__(self, plan: BatchPlan, epoch: int, step: int, epochs: int, rank: int = 0,
-                 world_size: int = 1):
-        self.plan, self.rank, self.world_size = plan, rank, world_size
+                 world_size: int = 1, slots: SharedSlots | None = None):
+        self.plan, self.rank, self.world_size, self.slots = plan, rank, world_size, slots
         self.first = epoch * plan.steps_per_epoch + step
         self.total = max(0, epochs * plan.steps_per_epoch - self.first)
 
@@ -89,18 +135,22 @@ class StepBatches(Dataset):
         made = []
 
         def allocate(shape):
-            # In a worker, shared memory from the start: the DataLoader then passes the
-            # batch to the main process as it is, without a copy into shared memory.
-            t = torch.empty(shape, dtype=torch.float32)
-            made.append(t.share_memory_() if get_worker_info() is not None else t)
-            return made[-1].numpy()
+            # In a worker, shared memory from the start (a reused slot): the DataLoader then
+            # passes the batch to the main process as it is, without a copy.
+            if get_worker_info() is not None and self.slots is not None:
+                made.append(self.slots.take(shape))
+            else:
+                made.append((torch.empty(shape, dtype=torch.float32), -1))
+            return made[-1][0].numpy()
 
         try:
             batch = self.plan.batch(epoch, step, self.rank, self.world_size, allocate=allocate)
         except DeepSpeakerError as e:
             # Passed back as a value: the DataLoader would re-raise it as a worker traceback.
             return {"epoch": epoch, "step": step, "error": e}
-        chunks = made[0]
+        chunks, slot = made[0]
+        if slot >= 0:
+            batch["slot"] = (get_worker_info().id, slot)
         if "feats" in batch:
             batch["feats"] = chunks
         else:
@@ -121,7 +171,12 @@ def batch_loader(plan: BatchPlan, epoch: int, step: int, epochs: int, rank: int 
 
     Iterate it with :func:`iterate_batches` (which unwraps errors raised in workers).
     """
-    dataset = StepBatches(plan, epoch, step, epochs, rank, world_size)
+    slots = None
+    if num_workers > 0:
+        frames = plan.chunk_frames_range[1] if plan.chunk_frames_range else plan.chunk_frames
+        rows = plan.batch_size // world_size * (2 if plan.stage == "triplet" else 1)
+        slots = SharedSlots(num_workers, prefetch + 3, rows * frames * plan.feats.num_bins)
+    dataset = StepBatches(plan, epoch, step, epochs, rank, world_size, slots)
     kwargs = {}
     if num_workers > 0:
         kwargs = {"multiprocessing_context": "fork", "prefetch_factor": prefetch,
@@ -131,12 +186,21 @@ def batch_loader(plan: BatchPlan, epoch: int, step: int, epochs: int, rank: int 
 
 
 def iterate_batches(loader: DataLoader):
-    """The batches of ``loader`` in step order; a worker's DeepSpeakerError is raised here."""
+    """The batches of ``loader`` in step order; a worker's DeepSpeakerError is raised here.
+
+    Asking for the next batch hands the previous one's shared buffer back to its worker
+    (:class:`SharedSlots`): do not keep a batch past the next one.
+    """
+    slots = getattr(loader.dataset, "slots", None)
+    previous = None
     for batch in loader:
+        if previous is not None and slots is not None:
+            slots.release(previous)
         if "error" in batch:
             raise batch["error"]
+        previous = batch
         yield batch
 
 
-__all__ = ["MAX_AUTO_WORKERS", "StepBatches", "available_cores", "batch_loader",
+__all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "available_cores", "batch_loader",
            "default_num_workers", "iterate_batches", "resolve_num_workers"]
