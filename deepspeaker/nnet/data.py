@@ -625,11 +625,12 @@ class DiskFeatures:
             # f32 - f64 is computed in f64 after an exact widening: normalize_utterance's ops
             np.subtract(span, self.mean[i], out=tmp)
             np.divide(tmp, self.std[i], out=tmp)
-            out[j] = tmp
             t3 = clock()
+            out[j] = tmp                                # into the batch, rounded to float32
             parts["read"] += t1 - t0
             parts["vad"] += t2 - t1
             parts["normalise"] += t3 - t2
+            parts["collate"] += clock() - t3
         if timer is not None:
             for k, v in parts.items():
                 timer[k] = timer.get(k, 0.0) + v

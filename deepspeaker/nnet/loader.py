@@ -55,10 +55,14 @@ def available_cores() -> int:
 def default_num_workers(cores: int | None = None) -> int:
     """``num_workers: auto``: one core is the training step's, the others build batches.
 
-    With a single core a worker would only compete with the step: 0.  With two, one
-    worker overlaps loading with the step (the main process keeps its core).
+    ``cores`` defaults to this process's share of the cores it may use (divided among
+    the ranks torchrun started on this node, ``LOCAL_WORLD_SIZE``).  With a single core a
+    worker would only compete with the step: 0.  With two, one worker overlaps loading
+    with the step (the main process keeps its core).
     """
-    cores = available_cores() if cores is None else cores
+    if cores is None:
+        ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        cores = max(1, available_cores() // ranks_here)
     return max(0, min(MAX_AUTO_WORKERS, cores - 1))
 
 
