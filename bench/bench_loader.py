@@ -44,9 +44,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deepspeaker.data.ark import ArkWriter  # noqa: E402
-from deepspeaker.nnet.data import TIMED_PARTS, BatchPlan, FeatureSet  # noqa: E402
-from deepspeaker.nnet.loader import available_cores, batch_loader, iterate_batches  # noqa: E402
+from deepspeaker.data.ark import ArkWriter
+from deepspeaker.nnet.data import TIMED_PARTS, BatchPlan, FeatureSet
+from deepspeaker.nnet.loader import available_cores, batch_loader, iterate_batches
 
 GPU_REFERENCE = 10_000.0   # 2-s chunks/s one H100 consumes (paper ResCNN, bf16; issue 11)
 NUM_BINS = 64
@@ -108,11 +108,11 @@ def proc_status(pid: int) -> dict[str, int]:
     """VmHWM / VmRSS (kB) of ``pid`` and its private memory from smaps_rollup (kB)."""
     out = {}
     try:
-        for line in open(f"/proc/{pid}/status"):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("VmHWM", "VmRSS"):
                 out[key] = int(value.split()[0])
-        for line in open(f"/proc/{pid}/smaps_rollup"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("Private_Clean", "Private_Dirty"):
                 out["Private"] = out.get("Private", 0) + int(value.split()[0])
@@ -125,7 +125,7 @@ def child_pids() -> list[int]:
     pids = []
     for tid in os.listdir(f"/proc/{os.getpid()}/task"):
         try:
-            pids += [int(p) for p in open(f"/proc/{os.getpid()}/task/{tid}/children").read().split()]
+            pids += [int(p) for p in Path(f"/proc/{os.getpid()}/task/{tid}/children").read_text().split()]
         except OSError:
             pass
     return sorted(set(pids))

