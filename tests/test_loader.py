@@ -241,3 +241,43 @@ def test_bench_loader_prints_positive_figures(tmp_path):
                  "ratio_gpu", "rss_main_mb", "rss_worker_mb"):
         assert figures.get(name, 0) > 0, (name, out.stdout)
     assert "read" in out.stdout and "normalise" in out.stdout and "collate" in out.stdout
+
+
+def test_softmax_steps_read_nothing_back_from_the_device_between_logging_steps(
+        train_dev, tmp_path, monkeypatch, one_torch_thread):
+    """Tensor -> Python conversions (each a host-device sync on CUDA) only on logging steps."""
+    from deepspeaker.nnet import trainer as trainer_mod
+    from deepspeaker.nnet.checkpoint import EpochStats
+    from deepspeaker.nnet.distributed import init_distributed
+
+    reads, where = {"n": 0, "on": False}, {}
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        def counted(self, *a, _original=getattr(torch.Tensor, name), **k):
+            reads["n"] += reads["on"]
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def counting(fn, label):
+        def wrapped(*a, **k):
+            reads["on"], before = True, reads["n"]
+            try:
+                return fn(*a, **k)
+            finally:
+                reads["on"] = False
+                where.setdefault(label, []).append(reads["n"] - before)
+        return wrapped
+    monkeypatch.setattr(trainer_mod, "train_step", counting(trainer_mod.train_step, "step"))
+    monkeypatch.setattr(trainer_mod, "log_step", counting(trainer_mod.log_step, "log"))
+    monkeypatch.setattr(EpochStats, "add", counting(EpochStats.add, "stats"))
+    cfg = train_config_from_dict(base_config(log_every_steps=4, save_every_steps=100, epochs=2,
+                                             loader={"num_workers": 0}))
+    trainer_mod.train(cfg, train_dev[0], None, tmp_path / "exp", init_distributed("cpu"), max_steps=5)
+    assert where["step"] == [0] * 5 and where["stats"] == [0] * 5
+    assert len(where["log"]) == 1 and where["log"][0] > 0    # step 4 logs: it reads
+    # the device sums are the float sums, bit for bit
+    losses = [torch.tensor(v, dtype=torch.float32) for v in (0.3, 1.7, 2.9e-3, 5.0)]
+    on_device, plain = EpochStats(loss_sum=0.1), EpochStats(loss_sum=0.1)
+    for v in losses:
+        on_device.add({"loss": v.double(), "acc": v}, torch.tensor(False))
+        plain.add({"loss": float(v)}, False)
+    assert on_device.sync() == plain and on_device.mean_loss() == plain.mean_loss()

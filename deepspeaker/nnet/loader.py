@@ -187,25 +187,32 @@ def batch_loader(plan: BatchPlan, epoch: int, step: int, epochs: int, rank: int 
     if num_workers > 0:
         kwargs = {"multiprocessing_context": "fork", "prefetch_factor": prefetch,
                   "worker_init_fn": _worker_init}
+    # Its own generator: the DataLoader draws a base seed from it, and from torch's global
+    # one otherwise, which would shift the training's random stream at every (re)start.
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin_memory, **kwargs)
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs)
 
 
 def iterate_batches(loader: DataLoader):
     """The batches of ``loader`` in step order; a worker's DeepSpeakerError is raised here.
 
-    Asking for the next batch hands the previous one's shared buffer back to its worker
-    (:class:`SharedSlots`): do not keep a batch past the next one.
+    The workers start now (not at the first batch), so they build while the caller sets
+    up.  Asking for the next batch hands the previous one's shared buffer back to its
+    worker (:class:`SharedSlots`): do not keep a batch past the next one.
     """
     slots = getattr(loader.dataset, "slots", None)
-    previous = None
-    for batch in loader:
-        if previous is not None and slots is not None:
-            slots.release(previous)
-        if "error" in batch:
-            raise batch["error"]
-        previous = batch
-        yield batch
+    batches = iter(loader)
+
+    def generate():
+        previous = None
+        for batch in batches:
+            if previous is not None and slots is not None:
+                slots.release(previous)
+            if "error" in batch:
+                raise batch["error"]
+            previous = batch
+            yield batch
+    return generate()
 
 
 __all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "available_cores", "batch_loader",
