@@ -251,11 +251,13 @@ def test_softmax_steps_read_nothing_back_from_the_device_between_logging_steps(
     from deepspeaker.nnet.distributed import init_distributed
 
     reads, where = {"n": 0, "on": False}, {}
-    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
-        def counted(self, *a, _original=getattr(torch.Tensor, name), **k):
+    def counter(original):
+        def counted(self, *a, **k):
             reads["n"] += reads["on"]
-            return _original(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+            return original(self, *a, **k)
+        return counted
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, counter(getattr(torch.Tensor, name)))
 
     def counting(fn, label):
         def wrapped(*a, **k):
