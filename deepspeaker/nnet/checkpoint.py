@@ -52,25 +52,50 @@ DATA_FILES = ("feats.scp", "vad.scp", "utt2spk")
 
 @dataclass
 class EpochStats:
-    """Running sums over the steps of the current epoch (reset at each epoch end)."""
+    """Running sums over the steps of the current epoch (reset at each epoch end).
+
+    Steps pass their statistics as device tensors: the sums are then kept on the device
+    (float64, added in step order, so they are the very sums Python floats would give)
+    and read back only by :meth:`sync`, which the means, logging and checkpoints call:
+    no host-device synchronisation in the steps between.  Plain floats work too.
+    """
 
     loss_sum: float = 0.0
     prob_hard_sum: float = 0.0
     steps: int = 0
     steps_at_margin: int = 0   # triplet steps whose loss per anchor sat at the margin
 
-    def add(self, stats: Mapping[str, float], at_margin: bool) -> None:
-        self.loss_sum += stats["loss"]
-        self.prob_hard_sum += stats.get("prob_hard", 0.0)
+    def __post_init__(self) -> None:
+        self._sums: torch.Tensor | None = None    # loss, prob_hard, steps at margin
+
+    def add(self, stats: Mapping[str, Any], at_margin) -> None:
         self.steps += 1
-        if at_margin:
-            self.steps_at_margin += 1
+        values = (stats["loss"], stats.get("prob_hard", 0.0), at_margin)
+        if not any(isinstance(v, torch.Tensor) for v in values):
+            self.loss_sum += float(values[0])
+            self.prob_hard_sum += float(values[1])
+            self.steps_at_margin += int(bool(values[2]))
+            return
+        device = next(v.device for v in values if isinstance(v, torch.Tensor))
+        if self._sums is None:
+            self._sums = torch.tensor([self.loss_sum, self.prob_hard_sum, self.steps_at_margin],
+                                      dtype=torch.float64, device=device)
+        self._sums += torch.stack([torch.as_tensor(v, device=device).detach().to(torch.float64)
+                                   .reshape(()) for v in values])
+
+    def sync(self) -> EpochStats:
+        """Read the device sums into the float fields (a host-device synchronisation)."""
+        if self._sums is not None:
+            loss, prob_hard, at_margin = self._sums.tolist()
+            self.loss_sum, self.prob_hard_sum = loss, prob_hard
+            self.steps_at_margin = int(at_margin)
+        return self
 
     def mean_loss(self) -> float:
-        return self.loss_sum / max(1, self.steps)
+        return self.sync().loss_sum / max(1, self.steps)
 
     def mean_prob_hard(self) -> float:
-        return self.prob_hard_sum / max(1, self.steps)
+        return self.sync().prob_hard_sum / max(1, self.steps)
 
 
 @dataclass
@@ -91,6 +116,7 @@ class TrainState:
     epoch_stats: EpochStats = field(default_factory=EpochStats)
 
     def to_dict(self) -> dict:
+        self.epoch_stats.sync()
         return dataclasses.asdict(self)
 
     @classmethod

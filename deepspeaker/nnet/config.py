@@ -13,8 +13,13 @@ Two kinds of settings live here:
   ``init`` checkpoint.  A resume must find them unchanged
   (:meth:`TrainConfig.without_run_settings`);
 * :data:`RUN_SETTINGS`, which change only *how* a run computes or reports: the
-  device, bf16 autocast, channels-last, the in-memory feature limit and the
-  checkpoint and log cadence.  They may change between restarts.
+  device, bf16 autocast, channels-last, the in-memory feature limit, the loader's
+  workers and the checkpoint and log cadence.  They may change between restarts.
+
+Online augmentation (``spec_augment``, ``chunk_frames_range``) changes what is learnt,
+so it is part of the signature; at its default (off) it is left out of
+:meth:`TrainConfig.without_run_settings`, so that an experiment made before these
+keys existed keeps its signature and resumes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from deepspeaker.nnet.data import STAGES
+from deepspeaker.nnet.data import STAGES, SpecAugment, check_chunk_range
 from deepspeaker.nnet.triplet import MARGIN
 from deepspeaker.utils import dataclass_from_dict
 
@@ -33,7 +38,9 @@ MOMENTUM = 0.99  # paper §4.3
 AMP_MODES = ("auto", "bf16", "off")
 # Where and how a run computes, not what it learns: free to change between restarts.
 RUN_SETTINGS = ("device", "save_every_steps", "log_every_steps", "amp", "channels_last",
-                "max_memory_gb")
+                "max_memory_gb", "loader")
+# Learnt-from settings left out of the signature while off (see the module docstring).
+OFF_BY_DEFAULT = {"spec_augment": dataclasses.asdict(SpecAugment()), "chunk_frames_range": None}
 
 
 @dataclass
@@ -75,10 +82,27 @@ class DevSection:
 
 
 @dataclass
+class LoaderSection:
+    """How batches are built (:mod:`deepspeaker.nnet.loader`); a run setting."""
+
+    num_workers: int | str = "auto"   # auto: from the cores this process may use; 0: main process
+    prefetch: int = 2                 # batches built ahead per worker
+
+    def __post_init__(self) -> None:
+        n = self.num_workers
+        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"loader.num_workers must be auto or an integer >= 0, got {n!r}")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 1:
+            raise ValueError(f"loader.prefetch must be an integer >= 1, got {self.prefetch!r}")
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     stage: str = "softmax"
     chunk_frames: int = 160
+    chunk_frames_range: list | None = None   # [min, max]: one length per global batch; None: chunk_frames
+    spec_augment: SpecAugment = field(default_factory=SpecAugment)
     min_frames: int = 20
     batch_size: int = 64
     epochs: int = 10
@@ -95,6 +119,7 @@ class TrainConfig:
     amp: str = "auto"                   # auto | bf16 | off (auto: bf16 on CUDA)
     channels_last: str | bool = "auto"  # auto | true | false (auto: ResCNN on CUDA)
     max_memory_gb: float = 8.0          # features larger than this are read from disk per batch
+    loader: LoaderSection = field(default_factory=LoaderSection)
 
     def __post_init__(self) -> None:
         if self.amp is False:  # YAML 1.1 reads a bare `off` as false
@@ -109,6 +134,8 @@ class TrainConfig:
         if isinstance(self.max_memory_gb, bool) or not isinstance(self.max_memory_gb, (int, float)) \
                 or not self.max_memory_gb >= 0:
             raise ValueError(f"max_memory_gb must be a number >= 0, got {self.max_memory_gb!r}")
+        if self.chunk_frames_range is not None:
+            self.chunk_frames_range = list(check_chunk_range(self.chunk_frames_range))
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r}: expected one of {', '.join(STAGES)}")
         for key in ("chunk_frames", "min_frames", "batch_size", "epochs", "save_every_steps",
@@ -121,7 +148,8 @@ class TrainConfig:
 
     def without_run_settings(self) -> dict:
         """The config as a dict without :data:`RUN_SETTINGS`: what a resume must find unchanged."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_SETTINGS}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RUN_SETTINGS and not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}
 
 
 def train_config_from_dict(values: Mapping[str, Any] | None, where: str = "train config") -> TrainConfig:
@@ -139,6 +167,6 @@ def resolve_speed_settings(config: TrainConfig, device) -> tuple[bool, bool]:
     return bf16, channels_last
 
 
-__all__ = ["AMP_MODES", "LR_END", "LR_START", "MOMENTUM", "RUN_SETTINGS", "DevSection",
-           "ModelSection", "OptimizerSection", "SoftmaxSection", "TrainConfig", "TripletSection",
+__all__ = ["AMP_MODES", "LR_END", "LR_START", "MOMENTUM", "OFF_BY_DEFAULT", "RUN_SETTINGS",
+           "DevSection", "LoaderSection", "ModelSection", "OptimizerSection", "SoftmaxSection", "TrainConfig", "TripletSection",
            "resolve_speed_settings", "train_config_from_dict"]

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from deepspeaker.nnet.checkpoint import EpochStats
 from deepspeaker.nnet.config import TrainConfig
 from deepspeaker.nnet.data import FeatureSet
-from deepspeaker.nnet.distributed import DistInfo, all_reduce_mean
+from deepspeaker.nnet.distributed import DistInfo
 from deepspeaker.nnet.triplet import GlobalTripletLoss
 from deepspeaker.utils import ConfigError
 
@@ -84,7 +85,8 @@ class Step:
     """One batch through an objective: what to back-propagate and what to log."""
 
     loss: torch.Tensor          # back-propagate this
-    stats: dict[str, float]     # named, for the whole global batch, in log order
+    stats: dict[str, Any]       # named, for the whole global batch, in log order (floats or
+                                # device scalars, read only on logging steps)
     embeddings: torch.Tensor    # this rank's unit embeddings (the collapse check)
     utterances: int             # utterances the global batch consumed
 
@@ -127,7 +129,17 @@ class Objective:
         """Restore what :meth:`state_dict` saved."""
 
     def _tensor(self, array) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.info.device)
+        # A pinned batch (the loader's on CUDA) is copied while the host goes on.
+        return torch.as_tensor(array).to(self.info.device, non_blocking=True)
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """The float64 mean over ranks of a scalar, as a device tensor (no host sync)."""
+        t = value.detach().to(torch.float64).reshape(1)
+        if self.info.distributed:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t = t / self.info.world_size
+        return t[0]
 
 
 class SoftmaxObjective(Objective):
@@ -145,8 +157,9 @@ class SoftmaxObjective(Objective):
         x, y = self._tensor(batch["feats"]), self._tensor(batch["labels"])
         logits, emb = forward(x)  # the head inside runs in float32 (SoftmaxClassifier)
         loss = F.cross_entropy(logits.float(), y)
-        stats = {"loss": all_reduce_mean(loss.detach(), self.info),
-                 "acc": all_reduce_mean((logits.argmax(1) == y).double().mean(), self.info)}
+        # Device tensors: read only on logging steps (EpochStats, the trainer's log line).
+        stats = {"loss": self._mean_over_ranks(loss),
+                 "acc": self._mean_over_ranks((logits.argmax(1) == y).double().mean())}
         return Step(loss, stats, emb, x.shape[0] * self.info.world_size)
 
     def state_dict(self) -> dict:
@@ -193,6 +206,7 @@ class TripletObjective(Objective):
         return abs(stats["loss"] - margin) < AT_MARGIN_TOL * margin
 
     def end_of_epoch(self, stats: EpochStats, epoch: int) -> float | None:
+        stats.sync()
         if stats.steps_at_margin == stats.steps:
             logger.warning("epoch %d: the triplet loss sat at the margin (%.3g) for the whole "
                            "epoch: s_an == s_ap, the embeddings do not separate speakers",

@@ -40,8 +40,15 @@ autocast and channels-last for ResCNN"):
   ``model.to(memory_format=torch.channels_last)`` for ResCNN (ignored for the GRU).
 * ``max_memory_gb``: the training and dev features are kept in memory when their
   estimated size is within this, else read from disk per batch (same batches).
+* ``loader``: ``num_workers`` (``auto``: from the cores this process may use) worker
+  processes build the batches ahead of the step, ``prefetch`` each
+  (:mod:`deepspeaker.nnet.loader`); the batches are the same whatever their number.
 
-All three, like ``device`` and the checkpoint and log cadence, change how a run
+No step waits for the device except on logging steps: the loss and statistics stay
+device tensors (:class:`~deepspeaker.nnet.checkpoint.EpochStats` sums them there),
+and the log line, the collapse check and checkpoints read them back.
+
+All of these, like ``device`` and the checkpoint and log cadence, change how a run
 computes, not what it learns from: they may change between restarts and are not part
 of the signature; checkpoints hold float32 weights in the default layout whatever they are.
 """
@@ -68,6 +75,7 @@ from deepspeaker.nnet.config import (LR_END, LR_START, MOMENTUM, RUN_SETTINGS, O
                                      TrainConfig, resolve_speed_settings, train_config_from_dict)
 from deepspeaker.nnet.data import BatchPlan, FeatureSet, pad_batch
 from deepspeaker.nnet.distributed import DistInfo, barrier, broadcast_from_main, is_main
+from deepspeaker.nnet.loader import batch_loader, iterate_batches, resolve_num_workers
 from deepspeaker.nnet.models import build_model, check_compatible
 from deepspeaker.nnet.objectives import (AT_MARGIN_TOL, Objective, SoftmaxClassifier, Step,
                                          TripletNet, build_objective)
@@ -103,8 +111,7 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
                 return {"status": "max_steps", **state.to_dict()}
             end_of_epoch(run, state)
     finally:
-        if run.progress is not None:
-            run.progress.close()
+        run.close()
     return finish(config, exp_dir, info, state)
 
 
@@ -131,6 +138,15 @@ class TrainingRun:
     use_bf16: bool
     runner: nn.Module | None = None   # ``net``, or its DDP wrapper with several ranks
     progress: Any = None
+    batches: Any = None               # the loader's iterator from the resumed step on
+
+    def close(self) -> None:
+        """Stop the loader's workers and the progress bar."""
+        if self.batches is not None:
+            self.batches.close()   # releases the DataLoader iterator, which ends its workers
+            self.batches = None
+        if self.progress is not None:
+            self.progress.close()
 
     @property
     def last_path(self) -> Path:
@@ -170,7 +186,9 @@ def load_data(config: TrainConfig, train_dir, dev_dir, info: DistInfo):
     """(training set, batch plan, dev set or None, dev trials or None)."""
     train_set = FeatureSet.load(train_dir, min_frames=config.min_frames,
                                 max_memory_gb=config.max_memory_gb)
-    plan = BatchPlan(train_set, config.stage, config.batch_size, config.chunk_frames, config.seed)
+    plan = BatchPlan(train_set, config.stage, config.batch_size, config.chunk_frames, config.seed,
+                     chunk_frames_range=config.chunk_frames_range,
+                     spec_augment=config.spec_augment)
     if config.batch_size % info.world_size:
         raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                           f"{info.world_size} ranks")
@@ -254,6 +272,19 @@ def start(run: TrainingRun, state: TrainState) -> None:
     logger.info("stage %s: %d steps per epoch x %d epochs, global batch %d %s over %d rank(s)",
                 config.stage, run.plan.steps_per_epoch, config.epochs, config.batch_size,
                 run.objective.unit, info.world_size)
+    run.batches = start_loader(run, state)
+
+
+def start_loader(run: TrainingRun, state: TrainState):
+    """The batches of every step from ``state`` on, built by the loader's workers."""
+    workers = resolve_num_workers(run.config.loader.num_workers)
+    pin = run.info.device.type == "cuda"
+    logger.info("loader: %d worker(s), %d batch(es) ahead each%s", workers,
+                run.config.loader.prefetch, ", pinned memory" if pin else "")
+    loader = batch_loader(run.plan, state.epoch, state.step_in_epoch, run.config.epochs,
+                          run.info.rank, run.info.world_size, num_workers=workers,
+                          prefetch=run.config.loader.prefetch, pin_memory=pin)
+    return iterate_batches(loader)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -291,7 +322,10 @@ def train_step(run: TrainingRun, state: TrainState) -> tuple[float, Step]:
     lr = learning_rate(run.config.optimizer, state.global_step, run.total_steps)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    batch = run.plan.batch(state.epoch, state.step_in_epoch, run.info.rank, run.info.world_size)
+    batch = next(run.batches)
+    if (batch["epoch"], batch["step"]) != (state.epoch, state.step_in_epoch):
+        raise RuntimeError(f"loader gave epoch {batch['epoch']} step {batch['step']} for epoch "
+                           f"{state.epoch} step {state.step_in_epoch}")
     run.optimizer.zero_grad(set_to_none=True)
     step = run.objective.compute(run.forward, batch)
     step.loss.backward()
@@ -302,11 +336,12 @@ def train_step(run: TrainingRun, state: TrainState) -> tuple[float, Step]:
 def log_step(run: TrainingRun, state: TrainState, step: Step, lr: float, rate: float) -> None:
     """The periodic log line and progress-bar figures; the collapse warning."""
     cos = mean_pairwise_cosine(step.embeddings)
-    msg = " ".join(f"{k} {v:.4f}" for k, v in step.stats.items())
+    stats = {k: float(v) for k, v in step.stats.items()}   # the step's one host sync
+    msg = " ".join(f"{k} {v:.4f}" for k, v in stats.items())
     logger.info("epoch %d step %d/%d (global %d): %s lr %.5f %.1f utt/s", state.epoch + 1,
                 state.step_in_epoch, run.plan.steps_per_epoch, state.global_step, msg, lr, rate)
     if run.progress is not None:
-        run.progress.set_postfix({**{k: f"{v:.3f}" for k, v in step.stats.items()},
+        run.progress.set_postfix({**{k: f"{v:.3f}" for k, v in stats.items()},
                                   "lr": f"{lr:.4f}", "utt/s": f"{rate:.0f}"})
     if cos > COLLAPSE_COSINE:
         logger.warning("embeddings collapsing: mean pairwise cosine of the batch "

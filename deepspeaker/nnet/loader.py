@@ -1,0 +1,219 @@
+"""Batches built ahead of the training step, by worker processes: the data path that feeds the model.
+
+The batch plan (:class:`~deepspeaker.nnet.data.BatchPlan`) is a pure function of
+``(seed, epoch, step)``: which utterances, where their chunks start, how long they are
+and how they are masked.  So batches can be built anywhere and in any order, and
+:func:`batch_loader` hands the steps still to run to a torch ``DataLoader``
+(``batch_size=None``: one item is one whole batch of this rank) whose ``num_workers``
+processes each compute ``plan.batch(epoch, step, rank, world_size)`` for the steps
+the DataLoader gives them, ``prefetch`` batches ahead per worker; the DataLoader
+returns them in step order.  The workers only decide *who* builds a batch, never what
+it is: the batches, and so the trained weights, are the same bit for bit for 0, 1 or
+N workers, for any number of ranks, and after a resume mid-epoch (the loader starts
+at the resumed step).
+
+* ``num_workers`` 0 builds the batches in the main process, between steps, as before.
+* Workers are *forked* after the features are loaded, so an in-memory feature set (one
+  float32 buffer, :class:`~deepspeaker.nnet.data.FeatureSet`) is shared, not copied;
+  where ``fork`` does not exist the loader falls back to 0 workers and says so.
+  Each worker uses one torch thread and opens its own ark files.
+* On CUDA the batches are pinned (``pin_memory``) so that the objectives' copies to
+  the device (``non_blocking=True``) overlap with the step.
+* An error a user can act on (:class:`~deepspeaker.utils.DeepSpeakerError`, e.g. an
+  ark rewritten under a running job) raised in a worker reaches the main process as
+  that error, not as a worker traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from deepspeaker.nnet.data import BatchPlan
+from deepspeaker.utils import DeepSpeakerError
+
+logger = logging.getLogger(__name__)
+
+MAX_AUTO_WORKERS = 8
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_num_workers(cores: int | None = None) -> int:
+    """``num_workers: auto``: one core is the training step's, the others build batches.
+
+    ``cores`` defaults to this process's share of the cores it may use (divided among
+    the ranks torchrun started on this node, ``LOCAL_WORLD_SIZE``).  With a single core a
+    worker would only compete with the step: 0.  With two, one worker overlaps loading
+    with the step (the main process keeps its core).
+    """
+    if cores is None:
+        ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        cores = max(1, available_cores() // ranks_here)
+    return max(0, min(MAX_AUTO_WORKERS, cores - 1))
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    """The worker count of a ``loader.num_workers`` setting (``auto`` or an integer >= 0)."""
+    n = default_num_workers() if num_workers == "auto" else int(num_workers)
+    if n > 0 and "fork" not in multiprocessing.get_all_start_methods():
+        logger.info("loader: no fork on this platform; building batches in the main process "
+                    "(num_workers 0 instead of %d)", n)
+        return 0
+    return n
+
+
+class SharedSlots:
+    """Shared-memory batch buffers that each worker reuses once the main process is done with them.
+
+    A new shared buffer per batch costs more than building the batch (creating, zero
+    filling and mapping 13 MB of shared memory for 256 x 200 x 64 chunks: 31 ms against
+    8 ms for ordinary memory, measured here).  So each worker keeps ``slots`` buffers of
+    ``capacity`` floats, made in the worker on first use; ``busy`` (shared, made before
+    the fork) says which ones the main process still holds: the worker marks a slot busy
+    when it fills it, :func:`iterate_batches` frees it when the next batch is asked for
+    (the step that used it is done; a pinned copy was made before that).  ``slots`` covers
+    what can be outstanding (``prefetch`` per worker, the batch in use and one in the
+    pinning thread); a worker that still finds none free makes a new buffer after
+    ``wait_s``, so a miscount costs time, never a deadlock.
+    """
+
+    def __init__(self, num_workers: int, slots: int, capacity: int, wait_s: float = 5.0):
+        self.busy = torch.zeros((max(1, num_workers), slots), dtype=torch.int32).share_memory_()
+        self.capacity, self.wait_s = capacity, wait_s
+        self._buffers: dict[int, torch.Tensor] = {}
+
+    def take(self, shape) -> tuple[torch.Tensor, int]:
+        """(a float32 tensor of ``shape`` in shared memory, its slot or -1) in this worker."""
+        worker = get_worker_info().id
+        numel = int(np.prod(shape))
+        if numel <= self.capacity:
+            deadline = time.monotonic() + self.wait_s
+            while time.monotonic() < deadline:
+                free = torch.nonzero(self.busy[worker] == 0)
+                if len(free):
+                    slot = int(free[0])
+                    if slot not in self._buffers:
+                        self._buffers[slot] = torch.empty(self.capacity).share_memory_()
+                    self.busy[worker, slot] = 1
+                    return self._buffers[slot][:numel].view(shape), slot
+                time.sleep(0.001)
+        return torch.empty(shape, dtype=torch.float32).share_memory_(), -1
+
+    def release(self, batch: dict) -> None:
+        worker, slot = batch.get("slot", (-1, -1))
+        if slot >= 0:
+            self.busy[worker, slot] = 0
+
+
+class StepBatches(Dataset):
+    """Item ``k``: this rank's batch of the ``k``-th step from ``(epoch, step)`` on, tagged with both."""
+
+    def __init__(self, plan: BatchPlan, epoch: int, step: int, epochs: int, rank: int = 0,
+                 world_size: int = 1, slots: SharedSlots | None = None):
+        self.plan, self.rank, self.world_size, self.slots = plan, rank, world_size, slots
+        self.first = epoch * plan.steps_per_epoch + step
+        self.total = max(0, epochs * plan.steps_per_epoch - self.first)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def step_of(self, k: int) -> tuple[int, int]:
+        return divmod(self.first + k, self.plan.steps_per_epoch)
+
+    def __getitem__(self, k: int) -> dict:
+        epoch, step = self.step_of(k)
+        made = []
+
+        def allocate(shape):
+            # In a worker, shared memory from the start (a reused slot): the DataLoader then
+            # passes the batch to the main process as it is, without a copy.
+            if get_worker_info() is not None and self.slots is not None:
+                made.append(self.slots.take(shape))
+            else:
+                # numpy's allocation, not torch.empty: glibc reuses numpy's freed 13 MB
+                # blocks, while torch maps fresh pages for each batch (measured: 2 against
+                # 24 ms per batch of 256 x 200 x 64 to allocate and fill).
+                made.append((torch.from_numpy(np.empty(shape, dtype=np.float32)), -1))
+            return made[-1][0].numpy()
+
+        try:
+            batch = self.plan.batch(epoch, step, self.rank, self.world_size, allocate=allocate)
+        except DeepSpeakerError as e:
+            # Passed back as a value: the DataLoader would re-raise it as a worker traceback.
+            return {"epoch": epoch, "step": step, "error": e}
+        chunks, slot = made[0]
+        if slot >= 0:
+            batch["slot"] = (get_worker_info().id, slot)
+        if "feats" in batch:
+            batch["feats"] = chunks
+        else:
+            n = batch["anchor"].shape[0]
+            batch["anchor"], batch["positive"] = chunks[:n], chunks[n:]
+        return {"epoch": epoch, "step": step, **batch}
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Batches are numpy work; the step's threads are the main process's.
+    torch.set_num_threads(1)
+
+
+def batch_loader(plan: BatchPlan, epoch: int, step: int, epochs: int, rank: int = 0,
+                 world_size: int = 1, num_workers: int = 0, prefetch: int = 2,
+                 pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over the steps from ``(epoch, step)`` to the end of epoch ``epochs - 1``.
+
+    Iterate it with :func:`iterate_batches` (which unwraps errors raised in workers).
+    """
+    slots = None
+    if num_workers > 0:
+        frames = plan.chunk_frames_range[1] if plan.chunk_frames_range else plan.chunk_frames
+        rows = plan.batch_size // world_size * (2 if plan.stage == "triplet" else 1)
+        slots = SharedSlots(num_workers, prefetch + 3, rows * frames * plan.feats.num_bins)
+    dataset = StepBatches(plan, epoch, step, epochs, rank, world_size, slots)
+    kwargs = {}
+    if num_workers > 0:
+        kwargs = {"multiprocessing_context": "fork", "prefetch_factor": prefetch,
+                  "worker_init_fn": _worker_init}
+    # Its own generator: the DataLoader draws a base seed from it, and from torch's global
+    # one otherwise, which would shift the training's random stream at every (re)start.
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def iterate_batches(loader: DataLoader):
+    """The batches of ``loader`` in step order; a worker's DeepSpeakerError is raised here.
+
+    The workers start now (not at the first batch), so they build while the caller sets
+    up.  Asking for the next batch hands the previous one's shared buffer back to its
+    worker (:class:`SharedSlots`): do not keep a batch past the next one.
+    """
+    slots = getattr(loader.dataset, "slots", None)
+    batches = iter(loader)
+
+    def generate():
+        previous = None
+        for batch in batches:
+            if previous is not None and slots is not None:
+                slots.release(previous)
+            if "error" in batch:
+                raise batch["error"]
+            previous = batch
+            yield batch
+    return generate()
+
+
+__all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "available_cores", "batch_loader",
+           "default_num_workers", "iterate_batches", "resolve_num_workers"]
