@@ -142,5 +142,12 @@ fusion_strategy=softmax_triplet                     # the models fused in T6 and
 trials_opts=""        # more make_trials options, e.g. "--enroll-counts 1,2" (stage 2)
 train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
 transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)
+augment_conf=$DS_ROOT/conf/augment_quick.yaml   # offline augmentation of the networks' training
+  # set (stage 1; the full Kaldi v2 setting: $DS_ROOT/conf/augment.yaml); "" for none
+rirs_dir=""           # a RIRS_NOISES folder (measured and simulated RIRs); "": simulated here
+musan_dir=""          # a MUSAN folder (noise, music, speech); "": generated noise and music,
+  # babble from the training speakers
+ablation=true         # with augmentation, also train the $fusion_strategy systems without it
+  # (<tag>_noaug), the ablation rows of RESULTS.md
 max_failed_fraction=0.05   # stage 1 fails when more of a set's utterances than this fail
 report_title="egs/${PWD##*/}"   # the title of $exp/RESULTS.md

@@ -26,7 +26,8 @@
 
 for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_set eval_set \
     feat_conf ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy \
-    trials_opts train_fractions transfer_from report_title; do
+    trials_opts train_fractions transfer_from report_title augment_conf rirs_dir musan_dir \
+    ablation; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
 done
 unset _v
@@ -37,6 +38,10 @@ for _s in $nnet_strategies $fusion_strategy; do
 done
 unset _s
 eval_dir=$data/$eval_set
+# The networks' training set: the clean one, or it combined with its augmented copies
+# (stage 1, --augment-conf).  The i-vector system trains on the clean set.
+nnet_train_dir=$data/$train_set
+[ -n "$augment_conf" ] && nnet_train_dir=$data/${train_set}_combined
 dev_dir=-
 [ -n "$dev_set" ] && dev_dir=$data/$dev_set
 
@@ -63,6 +68,8 @@ make_report() {
   python -m deepspeaker.bin.make_report --title "$report_title" --eval-set "$eval_set" \
     --strategy "$fusion_strategy" "$exp" "$data"
 }
+# The ablation: the $fusion_strategy systems also trained on the clean set alone.
+with_ablation() { [ -n "$augment_conf" ] && [ "$ablation" = true ]; }
 has_strategy() { case " $nnet_strategies " in *" $1 "*) return 0 ;; esac; return 1; }
 # The trained embedding experiments, as <model>_<strategy> tags.
 nnet_tags() {
@@ -91,6 +98,12 @@ train_system() {
     transfer) conf=${m}_transfer.yaml init=$exp/${m}_source_only/best.pt ;;
     *) die "no conf for strategy $s" ;;
   esac
+  # The augmented set is several times the clean one: its confs (<conf>_aug.yaml, when
+  # the conf dir has them) hold the epochs that give about the same number of steps.
+  if [ "$train_dir" = "$nnet_train_dir" ] && [ -n "$augment_conf" ] \
+      && [ -f "$nnet_conf_dir/${conf%.yaml}_aug.yaml" ]; then
+    conf=${conf%.yaml}_aug.yaml
+  fi
   log "$tag: $nnet_conf_dir/$conf${init:+ from $init} on $train_dir -> $exp/$tag (logs in $exp/$tag/log)"
   python -m deepspeaker.bin.train_embedding --config "$nnet_conf_dir/$conf" ${init:+--init "$init"} \
     "$train_dir" "$dev_dir" "$exp/$tag"
@@ -124,6 +137,28 @@ if in_stages 1; then
       --max-failed-fraction "$max_failed_fraction" "$data/$x" "$exp/make_fbank_vad/$x"
     validate_data_dir.sh --need feats.scp,vad.scp,utt2num_frames "$data/$x"
   done
+  if [ -n "$augment_conf" ]; then
+    # Offline augmentation of the networks' training set (Kaldi egs/voxceleb/v2):
+    # reverberated, noisy, music and babble copies (and speed copies as new speakers)
+    # from measured RIRs / MUSAN when given, simulated / generated ones otherwise.  A
+    # copy keeps its clean source's VAD (--vad-from); the copies join the clean set.
+    sources=$data/aug_sources
+    log "stage 1: augmentation sources -> $sources (${rirs_dir:-simulated RIRs}, ${musan_dir:-generated noise and music})"
+    run_jobs.sh "$exp/augment/prepare_aug_sources.log" python -m deepspeaker.bin.prepare_aug_sources \
+      ${rirs_dir:+--rirs-dir "$rirs_dir"} ${musan_dir:+--musan-dir "$musan_dir"} --seed "$seed" "$sources"
+    log "stage 1: augmented copies of $data/$train_set ($augment_conf, $nj jobs, logs in $exp/augment/$train_set)"
+    python -m deepspeaker.bin.augment_data_dir --config "$augment_conf" --sources "$sources" \
+      --seed "$seed" --nj "$nj" --max-failed-fraction "$max_failed_fraction" \
+      "$data/$train_set" "$data/aug" "$exp/augment/$train_set"
+    aug=$data/aug/${train_set}_aug
+    log "stage 1: fbank + VAD for $aug (VAD from $data/$train_set)"
+    python -m deepspeaker.bin.compute_fbank_vad --config "$feat_conf" --nj "$nj" \
+      --max-failed-fraction "$max_failed_fraction" --vad-from "$data/$train_set" \
+      "$aug" "$exp/make_fbank_vad/${train_set}_aug"
+    validate_data_dir.sh --need feats.scp,vad.scp,utt2num_frames "$aug"
+    python -m deepspeaker.bin.combine_data_dir "$nnet_train_dir" "$data/$train_set" "$aug"
+    validate_data_dir.sh --need feats.scp,vad.scp,utt2num_frames "$nnet_train_dir"
+  fi
 fi
 
 if in_stages 2; then
@@ -189,7 +224,11 @@ if in_stages 6; then
   if has_strategy softmax || has_strategy softmax_triplet; then
     for m in $nnet_models; do
       log "stage 6: $m softmax pre-training"
-      train_system "$m" softmax "$data/$train_set" ""
+      train_system "$m" softmax "$nnet_train_dir" ""
+      if with_ablation && [ "$fusion_strategy" = softmax_triplet ]; then
+        log "stage 6: $m softmax pre-training without augmentation (ablation)"
+        train_system "$m" softmax "$data/$train_set" _noaug
+      fi
     done
   fi
 fi
@@ -201,7 +240,11 @@ if in_stages 7; then
     for s in softmax_triplet triplet; do
       if has_strategy "$s"; then
         log "stage 7: $m triplet training ($s)"
-        train_system "$m" "$s" "$data/$train_set" ""
+        train_system "$m" "$s" "$nnet_train_dir" ""
+      fi
+      if with_ablation && [ "$s" = "$fusion_strategy" ] && [ "$s" != softmax ]; then
+        log "stage 7: $m triplet training ($s) without augmentation (ablation)"
+        train_system "$m" "$s" "$data/$train_set" _noaug
       fi
     done
   done

@@ -119,7 +119,11 @@ class HardNegativeMiner:
         sims = anchors @ pool.T                                           # (A, P)
         candidate = pool_speakers[None, :] != anchor_speakers[:, None]    # other speakers only
         lonely = ~candidate.any(dim=1)
-        if lonely.any():
+        if lonely.device.type != "cpu":
+            # On an accelerator, reading the flag back would stop the step for the host;
+            # the check runs on the device (the batch plan already avoids such batches).
+            torch._assert_async(~lonely.any(), "an anchor has no pool row of another speaker")
+        elif lonely.any():
             i = int(lonely.nonzero()[0])
             raise MiningError(f"anchor {i} (speaker {int(anchor_speakers[i])}): no pool row of another "
                               f"speaker to be its negative; a batch needs at least two speakers"
@@ -254,7 +258,8 @@ class GlobalTripletLoss(nn.Module):
                                          device=res.hard.device)])
         if self.scope == "local" and info.distributed:
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-        total, n_hard, s_ap, s_an, n_remote, count = sums.tolist()
+        # Device tensors: the trainer reads them back only on logging steps.
+        total, n_hard, s_ap, s_an, n_remote, count = sums.unbind()
         stats = {"loss": total, "prob_hard": n_hard / count, "s_ap": s_ap / count,
                  "s_an": s_an / count, "remote_negative_frac": n_remote / count,
                  "num_anchors": count}
