@@ -321,8 +321,9 @@ def with_load(args, argv: list[str]) -> int:
         r["policy"] = policy
         rows.append(r)
         print(f"threads {r['threads']} ({threads}), inter-op {r['interop']}, OMP_WAIT_POLICY "
-              f"{policy.lower()}: " + "; ".join(
-                  f"{q:.1f} -> {c:.1f}" for q, c in zip(r["quiet"], r["contended"])) + " utt/s")
+              f"{policy.lower()}: quiet -> contended utt/s (cores busy) " + "; ".join(
+                  f"{q:.1f} ({cq:.2f}) -> {c:.1f} ({cc:.2f})" for q, c, cq, cc in zip(
+                      r["quiet"], r["contended"], r["cpu"][::2], r["cpu"][1::2])))
     print(f"{'setting':34s} {'quiet utt/s':>12s} {'contended':>10s} {'ratio':>6s}")
     for r in rows:
         name = f"{r['threads']} threads, wait policy {r['policy'].lower()}"
@@ -337,18 +338,26 @@ def load_child(args, device: torch.device, feats: FeatureSet) -> int:
     threads = configure_threads() if args.threads == "auto" else int(args.threads)
     torch.set_num_threads(threads)
     utts_per_step = args.batch_size * (2 if args.stage == "triplet" else 1)
-    quiet, contended = [], []
+    quiet, contended, cpu = [], [], []
+
+    def rate() -> float:
+        """Trainer utt/s; its CPU use (cores busy: threads spinning show here) to ``cpu``."""
+        t0 = os.times()
+        steps = trainer_step_times(args, device, feats)
+        t1 = os.times()
+        cpu.append((t1.user + t1.system - t0.user - t0.system) / (t1.elapsed - t0.elapsed))
+        return utts_per_step / statistics.mean(steps)
+
     for _ in range(args.repeats):
-        quiet.append(utts_per_step / statistics.mean(trainer_step_times(args, device, feats)))
+        quiet.append(rate())
         with Competitors(usable_cores(), args.load, args.load_seconds,
                          own_session=args.load_session == "own"):
-            contended.append(utts_per_step
-                             / statistics.mean(trainer_step_times(args, device, feats)))
+            contended.append(rate())
     ratios = [c / q for q, c in zip(quiet, contended)]
     mid = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
     print("LOAD " + json.dumps({
         "threads": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
-        "quiet": quiet,
+        "quiet": quiet, "cpu": cpu,
         "contended": contended, "ratio": ratios[mid], "quiet_rate": quiet[mid],
         "contended_rate": contended[mid]}))
     return 0

@@ -105,7 +105,7 @@ def thread_count(jobs: int | None = None, env=None) -> tuple[int, str]:
     return max(1, budget // jobs), f"{where} / {jobs} job(s)"
 
 
-def configure_threads(jobs: int | None = None) -> int:
+def configure_threads(jobs: int | None = None, quiet: bool = False) -> int:
     """Set torch's intra-op (and MKL's) and inter-op thread counts, once per process.
 
     Returns the intra-op thread count.  A second call in the same process returns the
@@ -113,7 +113,8 @@ def configure_threads(jobs: int | None = None) -> int:
     Torch must be imported already (every entry point that uses it imports it at the
     top); the environment is left alone, so child processes (``run_jobs.sh`` jobs) make
     their own share from the cores, not inherit this process's count as if a user had
-    set it.
+    set it.  The count is logged once at INFO (``quiet``: at DEBUG, for commands whose
+    output is the answer, such as ``validate_data_dir``).
     """
     global _configured
     if _configured is not None:
@@ -127,6 +128,7 @@ def configure_threads(jobs: int | None = None) -> int:
         except RuntimeError:  # parallel work already started: leave the pool as it is
             pass
     _configured = n
-    logger.info("threads: %d intra-op, 1 inter-op (%s; OMP_WAIT_POLICY=%s)", n, why,
-                os.environ.get("OMP_WAIT_POLICY", "unset"))
+    logger.log(logging.DEBUG if quiet else logging.INFO,
+               "threads: %d intra-op, 1 inter-op (%s; OMP_WAIT_POLICY=%s)", n, why,
+               os.environ.get("OMP_WAIT_POLICY", "unset"))
     return n

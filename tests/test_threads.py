@@ -104,16 +104,20 @@ from deepspeaker.bin._cli import run_main
 import torch
 def work():
     print("torch", torch.get_num_threads(), torch.get_num_interop_threads())
-run_main(work, [])
-run_main(work, [])
+torch.set_num_threads(2)
+run_main(lambda: print("in-process", torch.get_num_threads()), ["--in-process"])
+sys.argv = ["entry"]
+run_main(work)
+run_main(work)
 """
 
 
 def test_an_entry_point_sets_torch_and_logs_the_count_once():
+    """main(argv) called in a process keeps its threads; the process's entry point sets them."""
     proc = subprocess.run([sys.executable, "-c", ENTRY], env=clean_env(DS_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["torch 1 1", "torch 1 1"]
+    assert proc.stdout.splitlines() == ["in-process 2", "torch 1 1", "torch 1 1"]
     logged = [ln for ln in proc.stderr.splitlines() if "threads:" in ln]
     assert len(logged) == 1, proc.stderr
     assert logged[0].endswith("threads: 1 intra-op, 1 inter-op (DS_NUM_THREADS=1 / 1 job(s); "
@@ -124,12 +128,23 @@ def test_an_entry_point_sets_torch_and_logs_the_count_once():
 def test_a_stage_logs_its_count_before_its_error(tmp_path):
     """A real stage under taskset: one allowed core, one thread, whatever the machine has."""
     proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-m",
-                           "deepspeaker.bin.train_plda", str(tmp_path / "exp"),
-                           str(tmp_path / "nodata")],
-                          env=clean_env(), capture_output=True, text=True, check=False, timeout=120)
+                           "deepspeaker.bin.fix_data_dir", str(tmp_path / "nodata"),
+                           str(tmp_path / "out")],
+                          env=clean_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert ("threads: 1 intra-op, 1 inter-op (1 usable cores / 1 job(s); "
+            "OMP_WAIT_POLICY=PASSIVE)") in proc.stderr
+    assert "nodata" in proc.stderr.splitlines()[-1]
+
+
+def test_a_quiet_command_keeps_the_count_out_of_its_output(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deepspeaker.bin.validate_data_dir",
+                           str(tmp_path / "nodata")], env=clean_env(), capture_output=True,
+                          text=True, timeout=120, check=False)
     assert proc.returncode == 1
-    assert "threads: 1 intra-op, 1 inter-op (1 usable cores / 1 job(s); " \
-           "OMP_WAIT_POLICY=PASSIVE)" in proc.stderr
+    assert "data directory not found" in proc.stdout
+    assert "threads:" not in proc.stderr + proc.stdout
 
 
 # ---------------------------------------------------------------- run_jobs.sh

@@ -28,16 +28,22 @@ def run_main(work: Callable[[], object], argv=None, log_file=None,
              echo: bool = True, jobs: int | None = None) -> int:
     """Run ``work``; its int result (if any) is the exit code, a user error exits 1.
 
-    ``jobs``: how many processes like this one the caller runs at once, if it knows
-    better than the environment (``run_jobs.sh``'s ``DS_NUM_THREADS``, torchrun's
-    ``LOCAL_WORLD_SIZE``); the thread count is the usable cores divided by it.
+    With ``argv`` None (the command line of the process: ``python -m deepspeaker.bin.X``)
+    this is the process's entry point, so it sets the thread counts
+    (``deepspeaker.threads.configure_threads``); a caller that passes ``argv`` (a test or
+    script calling ``main([...])`` in its own process) keeps the threads it has.
+    ``jobs``: how many processes like this one run at once, if the caller knows better
+    than the environment (``run_jobs.sh``'s ``DS_NUM_THREADS``, torchrun's
+    ``LOCAL_WORLD_SIZE``).  ``echo=False`` (a command whose output is the answer) also
+    keeps the thread count out of the log.
     """
     setup_logging(log_file=log_file)
     log = logging.getLogger(__name__)
     if echo:
         log.info("%s", " ".join([sys.argv[0].rsplit("/", 1)[-1]]
                                 + list(sys.argv[1:] if argv is None else argv)))
-    configure_threads(jobs)
+    if argv is None:
+        configure_threads(jobs, quiet=not echo)
     try:
         rc = work()
     except user_errors as e:
