@@ -38,7 +38,9 @@ CPU both run float32 in the default layout (the output says which).
 behaviour, one intra-op thread per core with OpenMP's default wait policy) a fresh
 process (the wait policy is read when torch loads) times the trainer quiet, then beside
 one busy process per usable core at nice 10 (``--load spin``: pure-python loops;
-``matmul``: single-threaded numpy matmuls), ``--repeats`` times alternating, and the
+``matmul``: single-threaded numpy matmuls) in a session of their own, as another user's
+jobs run (``--load-session same`` keeps them in ours: with autogroup scheduling nice
+only counts inside a session), ``--repeats`` times alternating, and the
 median of the per-round ratios contended / quiet is printed (target >= 0.5: no worse
 than a fair share).  Here the mean step time is kept, not the median: stalls under load
 are what is measured.  The competitors are killed in a ``finally`` (their process
