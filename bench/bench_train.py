@@ -32,17 +32,39 @@ CPU both run float32 in the default layout (the output says which).
 
     python bench/bench_train.py [--model rescnn|gru] [--stage softmax|triplet] \\
         [--width 0.125] [--batch-size 32] [--chunk-frames 200] [--steps 20] [--device auto]
+
+``--with-load``: a shared machine (issue 11, item 6).  For each of ``--load-settings``
+(default: the thread count and wait policy every entry point now configures, and the old
+behaviour, one intra-op thread per core with OpenMP's default wait policy) a fresh
+process (the wait policy is read when torch loads) times the trainer quiet, then beside
+one busy process per usable core at nice 10 (``--load spin``: pure-python loops;
+``matmul``: single-threaded numpy matmuls) in a session of their own, as another user's
+jobs run (``--load-session same`` keeps them in ours: with autogroup scheduling nice
+only counts inside a session), ``--repeats`` times alternating, and the
+median of the per-round ratios contended / quiet is printed (target >= 0.5: no worse
+than a fair share).  Here the mean step time is kept, not the median: stalls under load
+are what is measured.  The competitors are killed in a ``finally`` (their process
+groups), and each also exits by itself when its parent dies or after
+``--load-seconds``.
+
+    python bench/bench_train.py --with-load [--load spin|matmul] \\
+        [--load-settings auto/PASSIVE,all/default] [--model gru] [--steps 20] ...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
@@ -50,6 +72,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deepspeaker import DEFAULT_OMP_WAIT_POLICY  # noqa: E402
 from deepspeaker.nnet import trainer as trainer_mod  # noqa: E402
 from deepspeaker.nnet.config import resolve_speed_settings, train_config_from_dict  # noqa: E402
 from deepspeaker.nnet.data import FeatureSet  # noqa: E402
@@ -57,6 +80,7 @@ from deepspeaker.nnet.distributed import DistInfo  # noqa: E402
 from deepspeaker.nnet.models import build_model  # noqa: E402
 from deepspeaker.nnet.objectives import SoftmaxClassifier, TripletNet  # noqa: E402
 from deepspeaker.nnet.trainer import train  # noqa: E402
+from deepspeaker.threads import configure_threads, usable_cores  # noqa: E402
 
 NUM_BINS = 64
 
@@ -92,6 +116,11 @@ class _StepTimes(logging.Handler):
 
 def time_trainer(args, device: torch.device, feats: FeatureSet) -> float:
     """Median seconds per trainer step over the timed steps."""
+    return statistics.median(trainer_step_times(args, device, feats))
+
+
+def trainer_step_times(args, device: torch.device, feats: FeatureSet) -> list[float]:
+    """Seconds of each timed trainer step (after ``args.warmup`` untimed ones)."""
     total = args.warmup + args.steps
     cfg = train_config_from_dict({
         "model": {"name": args.model, "options": {"width": args.width}},
@@ -125,7 +154,7 @@ def time_trainer(args, device: torch.device, feats: FeatureSet) -> float:
     if len(steps) < args.steps:
         raise SystemExit(f"got {len(steps)} step times from the trainer's log, expected "
                          f"{args.steps}: has its per-step log message changed?")
-    return statistics.median(steps)
+    return steps
 
 
 def speed_settings(args, device: torch.device) -> tuple[bool, bool]:
@@ -187,7 +216,156 @@ def time_bare(args, device: torch.device, num_spk: int) -> float:
     return statistics.median(times)
 
 
-def main(argv=None) -> int:
+# The competitors: one leader that forks the others, so all share one process group (one
+# killpg ends them) and one session.  Each is busy until its parent dies, its deadline
+# passes or it is killed: checking the parent keeps a bench killed with SIGKILL from
+# leaving busy loops on a shared machine.
+_BUSY = """
+import os, sys, time
+count, kind, end = int(sys.argv[1]), sys.argv[2], time.monotonic() + float(sys.argv[3])
+os.nice(10)
+for _ in range(count - 1):
+    if os.fork() == 0:
+        break
+parent = os.getppid()
+if kind == "matmul":
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((192, 192))
+    work = lambda: a @ a
+else:
+    def work():
+        x = 0
+        for i in range(20000):
+            x += i
+while os.getppid() == parent and time.monotonic() < end:
+    for _ in range(20):
+        work()
+"""
+
+
+class Competitors:
+    """``count`` busy processes at nice 10 in one process group, killed on exit.
+
+    ``own_session``: the group is a session of its own, as another user's job (or one
+    started from another terminal) is.  That is the case that matters: with the kernel's
+    autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) every session is
+    one scheduling group of equal weight, so nice only orders processes inside a session
+    and the niced competitors take half the machine (their fair share) whatever their
+    nice.  ``own_session=False`` keeps them in the bench's session, where nice 10 counts.
+    """
+
+    def __init__(self, count: int, kind: str, seconds: float, own_session: bool = True):
+        self.count, self.kind, self.seconds = count, kind, seconds
+        self.own_session = own_session
+        self.leader: subprocess.Popen | None = None
+
+    def __enter__(self) -> Self:
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        group = {"start_new_session": True} if self.own_session else {"process_group": 0}
+        self.leader = subprocess.Popen(
+            [sys.executable, "-c", _BUSY, str(self.count), self.kind, str(self.seconds)],
+            env=env, stdin=subprocess.DEVNULL, **group)
+        time.sleep(0.3)  # let them fork and reach their loops
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.leader is None:
+            return
+        try:
+            os.killpg(self.leader.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.leader.wait()
+
+
+def parse_settings(text: str) -> list[tuple[str, str]]:
+    """``auto/PASSIVE,all/default`` -> [(threads, wait policy)]; threads auto | all | N."""
+    settings = []
+    for item in text.split(","):
+        threads, _, policy = item.strip().partition("/")
+        if not (threads in ("auto", "all") or threads.isdigit() and int(threads) > 0) \
+                or policy.upper() not in ("PASSIVE", "ACTIVE", "DEFAULT"):
+            raise SystemExit(f"--load-settings: bad item {item!r} (expected THREADS/POLICY, "
+                             "THREADS auto|all|N, POLICY PASSIVE|ACTIVE|default)")
+        settings.append((threads, policy.upper()))
+    return settings
+
+
+def with_load(args, argv: list[str]) -> int:
+    """One fresh process per setting (the wait policy only counts before torch loads)."""
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    autogroup = autogroup.read_text().strip() == "1" if autogroup.exists() else False
+    print(f"{usable_cores()} usable cores; competitors: {usable_cores()} x {args.load} at "
+          f"nice 10 in {'a session of their own' if args.load_session == 'own' else 'our session'}"
+          f" (autogroup scheduling {'on' if autogroup else 'off'}); trainer {args.model} width {args.width} {args.stage}, batch "
+          f"{args.batch_size} x {args.chunk_frames} frames, mean of {args.steps} steps, "
+          f"median ratio of {args.repeats} rounds (quiet, contended)")
+    rows = []
+    for threads, policy in parse_settings(args.load_settings):
+        env = dict(os.environ)
+        for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.pop(name, None)
+        if policy != "DEFAULT":
+            env["OMP_WAIT_POLICY"] = policy
+        if threads == "all":
+            # The old behaviour: torch's own default, one thread per core of the machine.
+            threads = str(os.cpu_count() or 1)
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--load-child",
+               "--threads", threads]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("LOAD ")]
+        if proc.returncode != 0 or not lines:
+            sys.stderr.write(proc.stderr[-3000:])
+            raise SystemExit(f"bench child for {threads}/{policy} failed (exit {proc.returncode})")
+        r = json.loads(lines[-1][5:])
+        # The child's own environ is no witness: importing deepspeaker after torch sets a
+        # default there that libgomp never read.
+        r["policy"] = policy
+        rows.append(r)
+        print(f"threads {r['threads']} ({threads}), inter-op {r['interop']}, OMP_WAIT_POLICY "
+              f"{policy.lower()}: quiet -> contended utt/s (cores busy) " + "; ".join(
+                  f"{q:.1f} ({cq:.2f}) -> {c:.1f} ({cc:.2f})" for q, c, cq, cc in zip(
+                      r["quiet"], r["contended"], r["cpu"][::2], r["cpu"][1::2])))
+    print(f"{'setting':34s} {'quiet utt/s':>12s} {'contended':>10s} {'ratio':>6s}")
+    for r in rows:
+        name = f"{r['threads']} threads, wait policy {r['policy'].lower()}"
+        print(f"{name:34s} {r['quiet_rate']:12.1f} {r['contended_rate']:10.1f} "
+              f"{r['ratio']:6.3f}")
+    print("ratio = contended / quiet trainer rate (median of rounds); target >= 0.5")
+    return 0
+
+
+def load_child(args, device: torch.device, feats: FeatureSet) -> int:
+    """Quiet, then contended, trainer rates (mean step time) in this one process."""
+    threads = configure_threads() if args.threads == "auto" else int(args.threads)
+    torch.set_num_threads(threads)
+    utts_per_step = args.batch_size * (2 if args.stage == "triplet" else 1)
+    quiet, contended, cpu = [], [], []
+
+    def rate() -> float:
+        """Trainer utt/s; its CPU use (cores busy: threads spinning show here) to ``cpu``."""
+        t0 = os.times()
+        steps = trainer_step_times(args, device, feats)
+        t1 = os.times()
+        cpu.append((t1.user + t1.system - t0.user - t0.system) / (t1.elapsed - t0.elapsed))
+        return utts_per_step / statistics.mean(steps)
+
+    for _ in range(args.repeats):
+        quiet.append(rate())
+        with Competitors(usable_cores(), args.load, args.load_seconds,
+                         own_session=args.load_session == "own"):
+            contended.append(rate())
+    ratios = [c / q for q, c in zip(quiet, contended)]
+    mid = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    print("LOAD " + json.dumps({
+        "threads": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
+        "quiet": quiet, "cpu": cpu,
+        "contended": contended, "ratio": ratios[mid], "quiet_rate": quiet[mid],
+        "contended_rate": contended[mid]}))
+    return 0
+
+
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("rescnn", "gru"), default="rescnn")
     p.add_argument("--stage", choices=("softmax", "triplet"), default="triplet")
@@ -199,16 +377,42 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each first")
     p.add_argument("--speakers", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3,
-                   help="rounds of (trainer, bare); the median ratio is reported")
+                   help="rounds of (trainer, bare), or with --with-load of (quiet, contended); "
+                        "the median ratio is reported")
     # 1 by default: on a loaded 2-core machine 2 intra-op threads made GRU steps up to 40x
     # slower at random (threads waiting for a core held by another process).
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    p.add_argument("--threads", default="1",
+                   help="torch.set_num_threads, or 'auto': deepspeaker.threads.configure_threads, "
+                        "as every entry point does (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    args = p.parse_args(argv)
+    p.add_argument("--with-load", action="store_true",
+                   help="trainer rate quiet and beside busy processes at nice 10, per setting")
+    p.add_argument("--load", choices=("spin", "matmul"), default="spin",
+                   help="what each competitor runs (default: pure-python loops)")
+    p.add_argument("--load-settings", default=f"auto/{DEFAULT_OMP_WAIT_POLICY},all/default",
+                   help="THREADS/POLICY,...: THREADS auto (configure_threads), all (os.cpu_count,"
+                        " the old default) or N; POLICY the OMP_WAIT_POLICY, or default (unset); "
+                        f"default: auto/{DEFAULT_OMP_WAIT_POLICY},all/default")
+    p.add_argument("--load-session", choices=("own", "same"), default="own",
+                   help="competitors in a session of their own, as another user's jobs "
+                        "(default), or in the bench's, where their nice 10 counts "
+                        "(see Competitors)")
+    p.add_argument("--load-seconds", type=float, default=900.0,
+                   help="a competitor exits by itself after this long (a safety net)")
+    p.add_argument("--load-child", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(argv)
+    if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) > 0):
+        raise SystemExit(f"--threads: expected a positive integer or 'auto', got {args.threads!r}")
+    if args.with_load and not args.load_child:
+        return with_load(args, [a for a in argv if a != "--with-load"])
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
-    torch.set_num_threads(args.threads)
     utts_per_step = args.batch_size * (2 if args.stage == "triplet" else 1)
     total = args.warmup + args.steps
     # Enough utterances that warmup + timed steps fit in one epoch (no epoch-end work).
@@ -216,6 +420,9 @@ def main(argv=None) -> int:
     utts_per_spk = max(2, units_per_spk * (2 if args.stage == "triplet" else 1))
     feats = synthetic_set(args.speakers, utts_per_spk, args.chunk_frames,
                           args.chunk_frames + args.chunk_frames // 2)
+    if args.load_child:
+        return load_child(args, device, feats)
+    torch.set_num_threads(configure_threads() if args.threads == "auto" else int(args.threads))
 
     print(f"model {args.model} width {args.width} stage {args.stage}: {args.batch_size} "
           f"{'pairs' if args.stage == 'triplet' else 'utterances'} x {args.chunk_frames} frames "

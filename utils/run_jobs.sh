@@ -22,6 +22,9 @@
 # Exit 0 quietly when all jobs succeed. Otherwise, once all have finished,
 # print "run_jobs.sh: K/N jobs failed (exit codes ...); log: <first failed>"
 # and that log's last 20 lines to stderr, and exit 1. Usage errors exit 1.
+# Each job gets DS_NUM_THREADS: the cores this script may use (or an inherited
+# DS_NUM_THREADS) divided by the jobs running at once, at least 1, and OPENBLAS_NUM_THREADS
+# the same unless set; nothing when OMP_NUM_THREADS is set (see deepspeaker/threads.py).
 # SIGINT/SIGTERM/SIGHUP kill the running jobs (their whole process groups),
 # whose logs end with their code, and exit 130/143/129.
 set -euo pipefail
@@ -109,6 +112,34 @@ else
 fi
 num_jobs=$((last - first + 1))
 [[ -n "$max_jobs" ]] || max_jobs=$num_jobs
+
+# Cores this script may use: its affinity (nproc, without the OMP_* that nproc would
+# echo back), capped by a cgroup v2 quota rounded up; as deepspeaker/threads.py counts.
+usable_cores() {
+  local cores quota period limit
+  cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2> /dev/null) || cores=1
+  if { read -r quota period < "${DS_CGROUP_CPU_MAX:-/sys/fs/cgroup/cpu.max}"; } 2> /dev/null \
+     && [[ "$quota" =~ ^[0-9]+$ && "$period" =~ ^[1-9][0-9]*$ ]] && ((quota > 0)); then
+    limit=$(((quota + period - 1) / period))
+    ((limit >= cores)) || cores=$limit
+  fi
+  echo "$cores"
+}
+
+# Each job's share of the cores (DS_NUM_THREADS, read by deepspeaker/threads.py), so that
+# jobs side by side do not each start a thread per core and spin waiting for each other.
+# A budget already set (by the user, or by an enclosing run_jobs.sh) is split, not
+# multiplied; a user's OMP_NUM_THREADS (a per-process count) is left to rule alone.
+if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+  at_once=$((max_jobs < num_jobs ? max_jobs : num_jobs))
+  budget=${DS_NUM_THREADS:-}
+  [[ "$budget" =~ ^[1-9][0-9]*$ ]] || budget=$(usable_cores)
+  DS_NUM_THREADS=$((budget / at_once))
+  ((DS_NUM_THREADS >= 1)) || DS_NUM_THREADS=1
+  export DS_NUM_THREADS
+  # numpy's OpenBLAS reads its count only when it loads, so it is told here.
+  export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$DS_NUM_THREADS}
+fi
 
 # The log and command of job $1, in $job_log and $job_cmd.
 expand_job() {
