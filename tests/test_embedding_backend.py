@@ -97,8 +97,8 @@ def test_plda_beats_cosine_when_within_speaker_variation_is_anisotropic(system):
                                   str(exp / "scores/cosine_trials"),
                                   str(exp / "eval/embedding.scp")]) == 0
     cosine, plda = _eer(exp, data, "cosine_trials"), _eer(exp, data, "plda_trials")
-    assert cosine > 0.15          # the swing dominates the angle
-    assert plda < 0.4 * cosine    # PLDA learnt it is not the speaker
+    assert cosine > 0.3           # the swing dominates the angle
+    assert plda < 0.1             # PLDA learnt it is not the speaker
     lda = LdaTransform.load(exp / "backend/lda.npz")
     assert (lda.input_dim, lda.output_dim) == (DIM, 12)
     assert TwoCovPLDA.load(exp / "backend/plda.npz").dim == 12
