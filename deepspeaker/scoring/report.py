@@ -740,7 +740,7 @@ def _backend_lines(rep: Report) -> list[str]:
                      "and two-covariance PLDA trained on its training-set embeddings (Kaldi's "
                      "x-vector back end; the other rows score by cosine)")
     if any(not s.augmented for s in rep.systems if s.kind == "deepspeaker"):
-        notes.append("\", no augmentation\": the system above it trained without data "
+        notes.append("\", no augmentation\": the same system trained without data "
                      "augmentation (the ablation)")
     return ["", "; ".join(notes) + "."] if notes else []
 
