@@ -194,3 +194,43 @@ def test_scoring_without_a_trained_back_end_is_one_message(system, capfd):
     err = capfd.readouterr().err
     assert f"{exp}/backend/lda.npz not found: train the back end first" in err
     assert "Traceback" not in err
+
+
+def test_stages_8_9_score_every_list_with_cosine_and_plda(tmp_path):
+    """egs/mini's stages 8-9 as a user runs them, on an untrained tiny GRU and its
+    no-augmentation twin: both back ends score every list; the per-system RESULTS.md
+    has the PLDA rows.  (The network is random: only the plumbing is checked here.)"""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from builders import make_exp, write_data_dir
+
+    from deepspeaker.bin import describe_system, make_trials
+
+    root = Path(__file__).resolve().parents[1]
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    write_data_dir(data / "train", "tr", 6, 4, seed=1)
+    write_data_dir(data / "eval", "ev", 4, 5, seed=2)
+    assert make_trials.main(["--enroll-counts", "2", str(data / "eval")]) == 0
+    for tag, extra in (("gru_softmax", []), ("gru_softmax_noaug", ["--no-augmentation"])):
+        make_exp(exp / tag)
+        assert describe_system.main([str(exp / tag), "--kind", "deepspeaker", "--strategy",
+                                     "softmax", "--train-set", str(data / "train"), *extra]) == 0
+    r = subprocess.run(["bash", str(root / "egs/mini/run.sh"), "--stage", "8", "--stop-stage", "9",
+                        "--data", str(data), "--exp", str(exp), "--nnet-models", "gru",
+                        "--nnet-strategies", "softmax", "--nnet-backends", "cosine plda",
+                        "--nnet-lda-dim", "4"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, LC_ALL="C"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for tag in ("gru_softmax", "gru_softmax_noaug"):
+        scores = sorted(p.name for p in (exp / tag / "scores").iterdir())
+        assert scores == ["cosine_trials", "cosine_trials_enroll2", "plda_trials",
+                          "plda_trials_enroll2"], tag
+        assert (exp / tag / "train/embedding.scp").is_file()
+        assert LdaTransform.load(exp / tag / "backend/lda.npz").output_dim == 4
+        rows = [line.split("|")[1].strip() for line in (exp / tag / "RESULTS.md").read_text()
+                .splitlines() if line.startswith("| ") and "system" not in line]
+        assert sorted(rows) == ["cosine", "cosine", "plda", "plda"]
+        n = len((data / "eval/trials").read_text().splitlines())
+        assert len((exp / tag / "scores/plda_trials").read_text().splitlines()) == n
