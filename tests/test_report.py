@@ -317,7 +317,7 @@ def test_summarize_scores_has_the_plda_rows_of_a_system(tmp_path):
     exp, data, _ = build_tree(tmp_path, plda=True)
     assert summarize_scores.main([str(exp / "gru_softmax"), str(data / "eval")]) == 0
     rows = [line.split("|")[1:3] for line in (exp / "gru_softmax/RESULTS.md").read_text()
-            .splitlines() if line.startswith("| cosine") or line.startswith("| plda")]
+            .splitlines() if line.startswith(("| cosine", "| plda"))]
     lists = trial_lists(data / "eval")
     assert sorted((a.strip(), b.strip()) for a, b in rows) == \
         sorted((p, n) for p in ("cosine", "plda") for n in lists)
