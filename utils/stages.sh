@@ -27,7 +27,8 @@
 
 for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_set eval_set \
     feat_conf ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy \
-    nnet_backends nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from report_title; do
+    nnet_backends nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from \
+    report_title; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
 done
 unset _v
@@ -68,7 +69,7 @@ train_backend() {
 # Stages 8 and 9 for one experiment: embeddings of the eval set (and, for plda, of its
 # training set), the scores of every back end of --nnet-backends, RESULTS.md.
 embed_and_score() {
-  local tag=$1 t lists train_dir=""
+  local tag=$1 t lists train_dir="" plda_lists=() enroll=()
   run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
     python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$eval_dir"
   if has_backend plda; then
@@ -87,13 +88,16 @@ embed_and_score() {
         $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
         "$exp/$tag/$eval_set/embedding.scp"
     fi
-    if [ -n "$train_dir" ]; then
-      # shellcheck disable=SC2046  # k-utterance models as ivector-plda-scoring --num-utts
-      run_jobs.sh "$exp/$tag/log/score_plda_$t.log" python -m deepspeaker.bin.score_plda \
-        --vectors "$exp/$tag/$eval_set/embedding.scp" $(enroll_opt "$t") "$exp/$tag" \
-        "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/plda_$t"
-    fi
+    plda_lists+=("$eval_dir/$t" "$exp/$tag/scores/plda_$t")
   done
+  if [ -n "$train_dir" ]; then
+    # Every list in one run, as each start pays for the imports (k-utterance models as
+    # ivector-plda-scoring --num-utts).
+    [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
+    run_jobs.sh "$exp/$tag/log/score_plda.log" python -m deepspeaker.bin.score_plda \
+      --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
+      "${plda_lists[@]}"
+  fi
   python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
 }
 make_report() {

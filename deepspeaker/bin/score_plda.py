@@ -3,7 +3,7 @@
     python -m deepspeaker.bin.score_plda [--method plda|cosine] [--enroll2utt FILE] \\
         exp/ivector data/eval TRIALS SCORES
     python -m deepspeaker.bin.score_plda --vectors exp/gru_softmax_triplet/eval/embedding.scp \\
-        [--enroll2utt FILE] exp/gru_softmax_triplet data/eval TRIALS SCORES
+        [--enroll2utt FILE] exp/gru_softmax_triplet data/eval TRIALS SCORES [TRIALS SCORES ...]
 
 Without ``--vectors``: the i-vectors ``EXP/<set>/ivector.scp`` and the models of
 ``EXP/models`` (train_plda).  With ``--vectors``: those vectors and the back end that
@@ -53,6 +53,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path)
     p.add_argument("trials", type=Path)
     p.add_argument("scores", type=Path)
+    p.add_argument("more", type=Path, nargs="*", metavar="TRIALS SCORES",
+                   help="more (trial list, score file) pairs, scored in the same run")
     return p
 
 
@@ -96,9 +98,17 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    return run_main(lambda: run(args.exp, args.data, args.trials, args.scores, args.method,
-                                args.enroll2utt, args.vectors), argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if len(args.more) % 2:
+        parser.error(f"TRIALS SCORES come in pairs; {args.more[-1]} has no score file")
+    pairs = [(args.trials, args.scores)] + list(zip(args.more[::2], args.more[1::2]))
+
+    def work():
+        # One process for every list of a system: each start pays for the imports.
+        for trials, scores in pairs:
+            run(args.exp, args.data, trials, scores, args.method, args.enroll2utt, args.vectors)
+    return run_main(work, argv)
 
 
 if __name__ == "__main__":
