@@ -63,13 +63,33 @@ def _write_system(exp: Path, tag: str, info: SystemInfo, seps: dict, lists: dict
             write_scores(exp / tag / "scores" / f"{prefix}_{name}", trials, s)
 
 
+# --nnet-backends "cosine plda": every Deep Speaker system also has PLDA scores, better
+# than its cosine ones; GRU softmax + triplet with PLDA is the best Deep Speaker row.
+PLDA_GAIN = 0.5
+BEST_PLDA = ("gru_softmax_triplet", 3.5)
+# The ablation twin of GRU softmax + triplet, trained without augmentation: worse.
+NOAUG = {"gru_softmax_triplet_noaug": (SystemInfo("deepspeaker", "gru", "softmax_triplet",
+                                                  augmented=False),
+                                       {"cosine": 1.6, "plda": 2.0})}
+
+
+def _with_plda(seps: dict, tag: str, info: SystemInfo) -> dict:
+    if info.kind != "deepspeaker" or "cosine" not in seps:
+        return seps
+    best = BEST_PLDA[1] if tag == BEST_PLDA[0] else seps["cosine"] + PLDA_GAIN
+    return {**seps, "plda": best}
+
+
 def build_tree(root: Path, studies: bool = False, vox1_o: bool = False,
-               skipped: int = 0) -> tuple[Path, Path, dict[str, list[Trial]]]:
+               skipped: int = 0, plda: bool = False,
+               noaug: bool = False) -> tuple[Path, Path, dict[str, list[Trial]]]:
     """``root/data/eval`` with its trial lists and ``root/exp`` with every system's scores.
 
     ``studies``: add the T7 and T9/T10 experiments; ``vox1_o``: add ``trials_vox1_o``;
     ``skipped``: leave that many trials out of ``gru_triplet``'s main scores and list
-    them in its ``.skipped``, as a scorer does for utterances without a vector.
+    them in its ``.skipped``, as a scorer does for utterances without a vector;
+    ``plda``: PLDA scores for every Deep Speaker system (stage 9's plda back end);
+    ``noaug``: add ``gru_softmax_triplet_noaug`` (its cosine and, with ``plda``, PLDA scores).
     """
     data, exp = root / "data", root / "exp"
     ev = data / "eval"
@@ -83,7 +103,10 @@ def build_tree(root: Path, studies: bool = False, vox1_o: bool = False,
     for name, trials in lists.items():
         write_trials(ev / name, trials)
     rng = np.random.default_rng(0)
-    for tag, (info, seps) in SYSTEMS.items():
+    systems = {**SYSTEMS, **(NOAUG if noaug else {})}
+    for tag, (info, seps) in systems.items():
+        seps = _with_plda(seps, tag, info) if plda else {p: v for p, v in seps.items()
+                                                          if p != "plda" or info.kind != "deepspeaker"}
         _write_system(exp, tag, info, seps, lists, rng)
     if vox1_o:  # scores of their own, so that the other lists' stay the same
         lists["trials_vox1_o"] = [Trial(*t) for t in VOX1_O]

@@ -15,7 +15,7 @@ from report_tree import build_tree
 from deepspeaker.bin import describe_system, make_report, summarize_scores
 from deepspeaker.bin import trial_lists as trial_lists_bin
 from deepspeaker.scoring.experiment import SystemInfo, read_system_info, trial_lists
-from deepspeaker.scoring.report import collect, rel_reduction, write_report
+from deepspeaker.scoring.report import collect, evaluate, rel_reduction, write_report
 from deepspeaker.scoring.trials import write_scores
 
 GOLDEN = Path(__file__).parent / "data" / "report_fake_RESULTS.md"
@@ -251,3 +251,98 @@ def test_a_list_without_targets_is_named(tree, capfd):
     assert (f"{exp}/mfcc_stats/scores/cosine_trials over {data}/eval/trials: need both target "
             "and non-target trials (got 0 target, 864 non-target)") in err
     assert "Traceback" not in err
+
+
+def _t5_labels(text):
+    t5 = text.split("## T5")[1].split("\n## ")[0]
+    return [line.split("|")[1].strip() for line in t5.splitlines()
+            if line.startswith("| ") and not line.startswith("| system")]
+
+
+def test_plda_rows_beside_cosine_and_the_noaug_twin_after_its_system(tmp_path):
+    exp, data, _ = build_tree(tmp_path, plda=True, noaug=True)
+    rep = collect(exp, data)
+    write_report(rep, "fake")
+    text = (exp / "RESULTS.md").read_text()
+    st = "softmax (pre-train) + triplet"
+    assert _t5_labels(text) == [
+        "i-vector + PLDA (baseline)",
+        "ResCNN, softmax", "ResCNN, softmax, PLDA", "ResCNN, triplet", "ResCNN, triplet, PLDA",
+        f"ResCNN, {st}", f"ResCNN, {st}, PLDA",   # no twin: shown as before
+        "GRU, softmax", "GRU, softmax, PLDA", "GRU, triplet", "GRU, triplet, PLDA",
+        f"GRU, {st}", f"GRU, {st}, PLDA",
+        f"GRU, {st}, no augmentation", f"GRU, {st}, no augmentation, PLDA"]
+    # Each PLDA row is its own score file's numbers.
+    plda = evaluate(exp / "gru_softmax_triplet/scores/plda_trials", data / "eval/trials")[0]
+    row = next(line for line in text.splitlines() if line.startswith(f"| GRU, {st}, PLDA |"))
+    assert row.split("|")[2].strip() == f"{100 * plda.eer:.2f}"
+    noaug = rep.ds("gru", "softmax_triplet", backend="plda", augmented=False).metrics
+    assert noaug.eer > plda.eer
+    # The claim compares the best Deep Speaker row of either back end with the i-vector.
+    beat = next(v for c, v in _claims(text).items() if c.startswith("Deep Speaker beats"))
+    assert beat == "**held**"
+    assert "6 of 6 systems (each by its better back end) beat it" in text
+    assert f"best DS (GRU, {st}, PLDA) {100 * plda.eer:.2f}%" in text
+    # Fusion stays cosine; T8 gets the PLDA row of the fused strategy's models.
+    t6 = text.split("## T6")[1].split("\n## ")[0]
+    assert "PLDA" not in t6 and f"| ResCNN, {st} |" in t6
+    t8 = text.split("## T8")[1].split("\n## ")[0]
+    assert f"| GRU, {st}, PLDA |" in t8 and "no augmentation" not in t8
+    assert (exp / "report/hist_gru_softmax_triplet_plda.png").exists()
+    assert "\", no augmentation\": the same system trained without data augmentation" in text
+
+
+def test_no_plda_scores_no_plda_rows_and_the_twin_by_cosine(tmp_path):
+    exp, data, _ = build_tree(tmp_path, noaug=True)
+    write_report(collect(exp, data), "fake")
+    text = (exp / "RESULTS.md").read_text()
+    labels = _t5_labels(text)
+    assert not any("PLDA" in label for label in labels[1:])
+    st = "softmax (pre-train) + triplet"
+    assert labels[-2:] == [f"GRU, {st}", f"GRU, {st}, no augmentation"]
+    assert "each by its better back end" not in text
+
+
+def test_a_plda_row_not_scored_is_shown_as_not_run(tmp_path):
+    exp, data, _ = build_tree(tmp_path, plda=True)
+    for p in (exp / "rescnn_triplet/scores").glob("plda_*"):
+        p.unlink()
+    write_report(collect(exp, data), "fake")
+    text = (exp / "RESULTS.md").read_text()
+    assert "| ResCNN, triplet, PLDA | not run |" in text
+    assert "| ResCNN, triplet | " in text and "| ResCNN, triplet | not run" not in text
+
+
+def test_summarize_scores_has_the_plda_rows_of_a_system(tmp_path):
+    exp, data, _ = build_tree(tmp_path, plda=True)
+    assert summarize_scores.main([str(exp / "gru_softmax"), str(data / "eval")]) == 0
+    rows = [line.split("|")[1:3] for line in (exp / "gru_softmax/RESULTS.md").read_text()
+            .splitlines() if line.startswith(("| cosine", "| plda"))]
+    lists = trial_lists(data / "eval")
+    assert sorted((a.strip(), b.strip()) for a, b in rows) == \
+        sorted((p, n) for p in ("cosine", "plda") for n in lists)
+
+
+def test_two_noaug_twins_of_one_system_are_refused(tmp_path, capfd):
+    exp, data, _ = build_tree(tmp_path, noaug=True)
+    shutil.copytree(exp / "gru_softmax_triplet_noaug", exp / "gru_softmax_triplet_noaug2")
+    capfd.readouterr()
+    assert make_report.main([str(exp), str(data)]) == 1
+    assert "both describe 'GRU, softmax (pre-train) + triplet, no augmentation'" in \
+        capfd.readouterr().err
+
+
+def test_describe_system_no_augmentation_and_show(tmp_path, capfd):
+    d = tmp_path / "exp/gru_softmax_noaug"
+    assert describe_system.main([str(d), "--kind", "deepspeaker", "--model", "gru",
+                                 "--strategy", "softmax", "--train-set", "data/train",
+                                 "--no-augmentation"]) == 0
+    assert read_system_info(d).augmented is False
+    assert "augmented: false" in (d / "system.yaml").read_text()
+    capfd.readouterr()
+    assert describe_system.main([str(d), "--show", "train_set"]) == 0
+    assert capfd.readouterr().out == "data/train\n"
+    assert describe_system.main([str(d), "--show", "source"]) == 0
+    assert capfd.readouterr().out == ""  # unset: nothing, so the shell sees an empty string
+    assert describe_system.main([str(tmp_path / "none"), "--show", "train_set"]) == 1
+    assert f"{tmp_path}/none/system.yaml: missing" in capfd.readouterr().err

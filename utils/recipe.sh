@@ -80,6 +80,7 @@ paper_size_defaults() {
   nj=8
   ivector_conf=$paper_conf/ivector.yaml
   nnet_conf_dir=$paper_conf
+  nnet_lda_dim=200    # Kaldi's egs/voxceleb/v2 for 512-d x-vectors
 }
 
 # Parses the recipe's command line into its options, logs the command line as it was
@@ -139,6 +140,10 @@ nnet_conf_dir=conf    # <model>_softmax.yaml, <model>_triplet.yaml (from the sof
 nnet_models="rescnn gru"                            # frame-level networks (paper T1, T2)
 nnet_strategies="softmax triplet softmax_triplet"   # T5's rows: any of these three
 fusion_strategy=softmax_triplet                     # the models fused in T6 and shown in T8
+nnet_backends="cosine plda"   # how the Deep Speaker systems are scored (stage 9): cosine and/or
+                              # plda (LDA + PLDA trained on the system's training-set embeddings)
+nnet_backend_conf=../../conf/embedding_backend.yaml   # the embeddings' LDA dim and PLDA (plda)
+nnet_lda_dim=""       # overrides lda_dim of --nnet-backend-conf (Kaldi's x-vectors: 200)
 trials_opts=""        # more make_trials options, e.g. "--enroll-counts 1,2" (stage 2)
 train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
 transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)

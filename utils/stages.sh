@@ -7,13 +7,14 @@
 #   . ../../utils/stages.sh
 #
 # It reads the options of utils/recipe.sh (stage stop_stage nj seed data exp feat_conf
-# ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy trials_opts
-# train_fractions transfer_from max_failed_fraction report_title) and the data dir
+# ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy nnet_backends
+# nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from
+# max_failed_fraction report_title) and the data dir
 # names train_set dev_set eval_set under $data (dev_set may be "").
 #
 # Stages: 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 T-matrix + i-vectors,
 # 5 LDA/PLDA scoring, 6 softmax pre-training, 7 triplet training, 8 embedding
-# extraction, 9 cosine scoring + metrics, 10 fusion + $exp/RESULTS.md; 11 training
+# extraction, 9 cosine and PLDA scoring + metrics, 10 fusion + $exp/RESULTS.md; 11 training
 # on fractions of the training speakers; 12 a model of another corpus, as is and
 # fine-tuned with triplet loss here.  Stages 11 and 12 rewrite $exp/RESULTS.md.
 #
@@ -26,8 +27,8 @@
 
 for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_set eval_set \
     feat_conf ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy \
-    trials_opts train_fractions transfer_from report_title augment_conf rirs_dir musan_dir \
-    ablation; do
+    nnet_backends nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from \
+    report_title augment_conf rirs_dir musan_dir ablation; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
 done
 unset _v
@@ -36,6 +37,12 @@ for _s in $nnet_strategies $fusion_strategy; do
     *) die "unknown strategy '$_s' (--nnet-strategies, --fusion-strategy): softmax, triplet or softmax_triplet" ;;
   esac
 done
+for _s in $nnet_backends; do
+  case $_s in cosine|plda) ;;
+    *) die "unknown back end '$_s' (--nnet-backends): cosine or plda" ;;
+  esac
+done
+[ -n "$nnet_backends" ] || die "--nnet-backends is empty: cosine, plda or both"
 unset _s
 eval_dir=$data/$eval_set
 # The networks' training set: the clean one, or it combined with its augmented copies
@@ -49,18 +56,52 @@ dev_dir=-
 eval_trials() { python -m deepspeaker.bin.trial_lists "$eval_dir"; }
 # --enroll2utt for the k-enrollment lists, nothing for utterance-level lists.
 enroll_opt() { case $1 in trials_enroll*) echo "--enroll2utt $eval_dir/enroll2utt" ;; esac; }
-# Stages 8 and 9 for one experiment: embeddings of the eval set, cosine scores, RESULTS.md.
+has_backend() { case " $nnet_backends " in *" $1 "*) return 0 ;; esac; return 1; }
+# Stage 9's PLDA of one experiment: LDA + length norm + PLDA on the embeddings of the set
+# it was trained on (TRAIN_DIR, its system.yaml's train_set: Kaldi's x-vector back end),
+# in $exp/<tag>/backend.
+#   train_backend TAG TRAIN_DIR
+train_backend() {
+  local tag=$1 train_dir=$2
+  run_jobs.sh "$exp/$tag/log/extract_${train_dir##*/}.log" \
+    python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$train_dir"
+  # shellcheck disable=SC2086  # nnet_lda_dim is one number or nothing
+  run_jobs.sh "$exp/$tag/log/train_plda.log" python -m deepspeaker.bin.train_plda \
+    --vectors "$exp/$tag/${train_dir##*/}/embedding.scp" --config "$nnet_backend_conf" \
+    ${nnet_lda_dim:+--lda-dim $nnet_lda_dim} "$exp/$tag" "$train_dir"
+}
+# Stages 8 and 9 for one experiment: embeddings of the eval set (and, for plda, of its
+# training set), the scores of every back end of --nnet-backends, RESULTS.md.
 embed_and_score() {
-  local tag=$1 t lists
+  local tag=$1 t lists train_dir="" plda_lists=() enroll=()
   run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
     python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$eval_dir"
+  if has_backend plda; then
+    train_dir=$(python -m deepspeaker.bin.describe_system "$exp/$tag" --show train_set)
+    if [ -n "$train_dir" ]; then
+      train_backend "$tag" "$train_dir"
+    else  # a model of another corpus, as it is
+      log "$tag: no train_set in $exp/$tag/system.yaml, so no PLDA (cosine only)"
+    fi
+  fi
   lists=$(eval_trials)
   for t in $lists; do
-    # shellcheck disable=SC2046  # enroll_opt prints zero or two words
-    run_jobs.sh "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
-      $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
-      "$exp/$tag/$eval_set/embedding.scp"
+    if has_backend cosine; then
+      # shellcheck disable=SC2046  # enroll_opt prints zero or two words
+      run_jobs.sh "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
+        $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
+        "$exp/$tag/$eval_set/embedding.scp"
+    fi
+    plda_lists+=("$eval_dir/$t" "$exp/$tag/scores/plda_$t")
   done
+  if [ -n "$train_dir" ]; then
+    # Every list in one run, as each start pays for the imports (k-utterance models as
+    # ivector-plda-scoring --num-utts).
+    [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
+    run_jobs.sh "$exp/$tag/log/score_plda.log" python -m deepspeaker.bin.score_plda \
+      --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
+      "${plda_lists[@]}"
+  fi
   python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
 }
 make_report() {
@@ -71,19 +112,23 @@ make_report() {
 # The ablation: the $fusion_strategy systems also trained on the clean set alone.
 with_ablation() { [ -n "$augment_conf" ] && [ "$ablation" = true ]; }
 has_strategy() { case " $nnet_strategies " in *" $1 "*) return 0 ;; esac; return 1; }
-# The trained embedding experiments, as <model>_<strategy> tags.
+# The trained embedding experiments, as <model>_<strategy> tags, each followed by its
+# ablation twin trained without augmentation (<model>_<strategy>_noaug) where there is one.
 nnet_tags() {
   local m s
   for m in $nnet_models; do
     for s in softmax triplet softmax_triplet; do
-      has_strategy "$s" && echo "${m}_$s"
+      has_strategy "$s" || continue
+      echo "${m}_$s"
+      [ -f "$exp/${m}_${s}_noaug/system.yaml" ] && echo "${m}_${s}_noaug"
     done
   done
   return 0
 }
 
 # Trains one Deep Speaker system, $exp/<model>_<strategy><suffix>, on TRAIN_DIR and
-# describes it (system.yaml; OPTIONS go to describe_system).  The one place that maps a
+# describes it (system.yaml; OPTIONS go to describe_system; SUFFIX _noaug: the ablation
+# twin trained without augmentation, described as such).  The one place that maps a
 # strategy to its conf: softmax_triplet fine-tunes the softmax model trained on the same
 # set (<model>_softmax<suffix>/best.pt), transfer the copied model of another corpus.
 # Rerunning resumes from last.pt, a finished run does nothing, another conf is refused.
@@ -91,6 +136,7 @@ nnet_tags() {
 train_system() {
   local m=$1 s=$2 train_dir=$3 suffix=$4 tag=$1_$2$4 conf init=""
   shift 4
+  case $suffix in *_noaug) set -- "$@" --no-augmentation ;; esac
   case $s in
     softmax) conf=${m}_softmax.yaml ;;
     softmax_triplet) conf=${m}_triplet.yaml init=$exp/${m}_softmax$suffix/best.pt ;;
@@ -253,18 +299,23 @@ fi
 if in_stages 8 9; then
   # 8: whole-utterance embeddings of the eval set from each experiment's best checkpoint
   # (model settings from its config.yaml; a rerun with nothing changed does nothing).
-  # 9: cosine scores of every trial list (k-utterance models: averaged embeddings, T8).
+  # 9: the scores of every trial list by each back end of --nnet-backends: cosine
+  # (k-utterance models: averaged embeddings, T8) and PLDA (LDA + length norm + PLDA
+  # trained on the system's training-set embeddings, as Kaldi's x-vector recipe; stage
+  # 8 then embeds that set too).
   for tag in $(nnet_tags); do
-    log "stages 8-9: embeddings and cosine scores of $eval_dir with $exp/$tag/best.pt"
+    log "stages 8-9: embeddings and $nnet_backends scores of $eval_dir with $exp/$tag/best.pt"
     embed_and_score "$tag"
   done
 fi
 
 if in_stages 10; then
-  # Embedding fusion and score fusion of the $fusion_strategy models (paper T6), then
-  # the report: T5, T6, T8, the paper's claims, DET curves and score histograms.
+  # Embedding fusion and score fusion of the $fusion_strategy models (paper T6), by
+  # cosine, then the report: T5, T6, T8, the paper's claims, DET curves and histograms.
   fused=""
+  has_backend cosine || log "stage 10: no cosine scores (--nnet-backends $nnet_backends); no fusion"
   for m in $nnet_models; do
+    has_backend cosine || break
     [ -f "$exp/${m}_$fusion_strategy/$eval_set/embedding.scp" ] && fused="$fused ${m}_$fusion_strategy"
   done
   read -r -a fused <<< "$fused"

@@ -1,9 +1,13 @@
-"""Stage 5b: score a trial list with PLDA (or cosine) on i-vectors (SPEC B3).
+"""Stage 5b / 9b: score a trial list with PLDA (or cosine) on i-vectors or embeddings (SPEC B3).
 
     python -m deepspeaker.bin.score_plda [--method plda|cosine] [--enroll2utt FILE] \\
         exp/ivector data/eval TRIALS SCORES
+    python -m deepspeaker.bin.score_plda --vectors exp/gru_softmax_triplet/eval/embedding.scp \\
+        [--enroll2utt FILE] exp/gru_softmax_triplet data/eval TRIALS SCORES [TRIALS SCORES ...]
 
-I-vectors pass the training global mean subtraction, LDA and length normalisation.
+Without ``--vectors``: the i-vectors ``EXP/<set>/ivector.scp`` and the models of
+``EXP/models`` (train_plda).  With ``--vectors``: those vectors and the back end that
+``train_plda --vectors`` trained in ``EXP/backend``.  Vectors pass the training global mean subtraction, LDA and length normalisation.
 An enrollment id listed in ``--enroll2utt`` is a model of k utterances: with PLDA it
 is scored the way ``ivector-plda-scoring --num-utts`` does (the k vectors are
 averaged and the model's uncertainty shrinks with k), not as one plain average; with
@@ -30,7 +34,9 @@ from ..ivector.plda import TwoCovPLDA, cosine_scores
 from ..scoring.embedding import trials_with_vectors
 from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
                               write_skipped)
+from ..utils import DeepSpeakerError
 from ._cli import run_main
+from .train_plda import BACKEND_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -40,23 +46,36 @@ def get_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--method", choices=("plda", "cosine"), default="plda")
     p.add_argument("--enroll2utt", type=Path, help="model -> utterances for k-utterance enrollment")
+    p.add_argument("--vectors", type=Path, default=None,
+                   help="the vectors' scp (embeddings, back end in EXP/backend); "
+                        "default: EXP's i-vectors")
     p.add_argument("exp", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("trials", type=Path)
     p.add_argument("scores", type=Path)
+    p.add_argument("more", type=Path, nargs="*", metavar="TRIALS SCORES",
+                   help="more (trial list, score file) pairs, scored in the same run")
     return p
 
 
 def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str,
-        enroll2utt_path: Path | None) -> None:
-    load_exp_config(exp)
-    vecs = read_vectors(exp / data.resolve().name / "ivector.scp")
+        enroll2utt_path: Path | None, vectors: Path | None = None) -> None:
+    if vectors is None:
+        load_exp_config(exp)
+        models_dir, what = exp / "models", "i-vector"
+        vecs = read_vectors(exp / data.resolve().name / "ivector.scp")
+    else:
+        models_dir, what = exp / BACKEND_DIR, "embedding"
+        vecs = read_vectors(vectors)
     known = set(DataDir.load(data).utt2spk)
     trials = read_trials(trials_path)
     models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
     check_trial_ids(trials, trials_path, known, data, models, enroll2utt_path)
 
-    lda = LdaTransform.load(exp / "models" / "lda.npz")
+    if vectors is not None and not (models_dir / "lda.npz").is_file():
+        raise DeepSpeakerError(f"{models_dir}/lda.npz not found: train the back end first "
+                               f"(python -m deepspeaker.bin.train_plda --vectors ... {exp} ...)")
+    lda = LdaTransform.load(models_dir / "lda.npz")
     keys = sorted(vecs)
     y = length_normalize(lda.apply(np.stack([vecs[k] for k in keys])))
     proj = dict(zip(keys, y))
@@ -65,22 +84,31 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
     enroll = {e: np.stack([proj[u] for u in models.get(e, [e])]) for e in {t.enroll for t in kept}}
     test = {t.test: proj[t.test] for t in kept}
     if method == "plda":
-        plda = TwoCovPLDA.load(exp / "models" / "plda.npz")
+        plda = TwoCovPLDA.load(models_dir / "plda.npz")
         scores = plda.score(enroll, test, kept)
     elif kept:
         e = np.stack([enroll[t.enroll].mean(0) for t in kept])
         scores = cosine_scores(e, np.stack([test[t.test] for t in kept]))
     else:
         scores = np.zeros(0)
+    Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
     write_scores(scores_path, kept, scores)
-    write_skipped(scores_path, skipped, "i-vector")
+    write_skipped(scores_path, skipped, what)
     logger.info("%s: %d %s scores", scores_path, len(kept), method)
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    return run_main(lambda: run(args.exp, args.data, args.trials, args.scores, args.method,
-                                args.enroll2utt), argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if len(args.more) % 2:
+        parser.error(f"TRIALS SCORES come in pairs; {args.more[-1]} has no score file")
+    pairs = [(args.trials, args.scores)] + list(zip(args.more[::2], args.more[1::2]))
+
+    def work():
+        # One process for every list of a system: each start pays for the imports.
+        for trials, scores in pairs:
+            run(args.exp, args.data, trials, scores, args.method, args.enroll2utt, args.vectors)
+    return run_main(work, argv)
 
 
 if __name__ == "__main__":

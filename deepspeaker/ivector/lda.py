@@ -207,8 +207,12 @@ def train_lda(x, labels, dim: int, total_covariance_factor: float = 0.0,
     floor = covariance_floor * s.max()
     num_floored = int(np.sum(s < floor))
     if num_floored:
-        logger.warning("LDA: floored %d of %d eigenvalues of the covariance to normalise "
-                       "(rank-deficient within-class covariance?)", num_floored, in_dim)
+        # Learned embeddings often span fewer dims than they have (a narrow GRU's 512-d
+        # embeddings span ~129): LDA past that rank adds floored, speaker-free directions.
+        logger.warning("LDA: floored %d of %d eigenvalues of the covariance to normalise: "
+                       "the vectors span about %d dims%s", num_floored, in_dim,
+                       in_dim - num_floored,
+                       f", fewer than LDA dim {dim}" if dim > in_dim - num_floored else "")
     s = np.maximum(s, floor)
     whiten = (u / np.sqrt(s)).T                      # whiten @ to_normalize @ whiten.T = I
 

@@ -14,6 +14,8 @@ Every experiment dir ``exp/<tag>/`` that produces scores describes itself in
 ``source``     the experiment of another recipe it comes from (transfer)
 ``init``       the checkpoint it started from
 ``members``    the experiments a fusion combines
+``augmented``  ``false``: trained without data augmentation, the ablation twin
+               of the system that was (absent: as the recipe trains them all)
 =============  ==============================================================
 
 so that the report reads what each experiment is instead of parsing its tag.  The
@@ -48,8 +50,11 @@ class SystemInfo:
     source: str | None = None
     init: str | None = None
     members: list = field(default_factory=list)
+    augmented: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.augmented not in (None, True, False):
+            raise ValueError(f"augmented={self.augmented!r}: expected true or false")
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r}: expected one of {', '.join(KINDS)}")
         if self.kind == "deepspeaker":

@@ -11,14 +11,19 @@ takes each system's score files from ``exp/<tag>/scores/<prefix>_<T>``:
                                                      stats)
 ``ivector``      ``plda_<T>``, ``cosine_<T>``        the i-vector + PLDA baseline, and
                                                      the same i-vectors by cosine
-``deepspeaker``  ``cosine_<T>``                      T5 (``model`` x ``strategy``), T7
-                                                     (``fraction`` < 1), T9/T10
+``deepspeaker``  ``cosine_<T>``, ``plda_<T>``         T5 (``model`` x ``strategy`` x back
+                                                     end), T7 (``fraction`` < 1), T9/T10
                                                      (``source_only``, ``transfer``)
 ``fusion``       ``embedding_<T>``, ``score_<T>``    T6: the two fusions of ``members``
 ===============  ==================================  ================================
 
 Model labels ("ResCNN", "GRU") come from the model registry
-(:data:`deepspeaker.nnet.models.MODELS`).  A dir without ``system.yaml`` is not an
+(:data:`deepspeaker.nnet.models.MODELS`).  A Deep Speaker system scored with LDA + PLDA
+(``plda_<T>``, stage 9's ``--nnet-backends plda``) gets a row ", PLDA" beside its cosine
+row in T5; one described ``augmented: false`` (the ablation twin, ``<tag>_noaug``) is
+labelled ", no augmentation" and follows its augmented twin.  T6 (fusion), T7, T8's Deep
+Speaker rows and T9/T10 use the cosine scores; the claim "Deep Speaker beats the
+i-vector" takes each system's better back end.  A dir without ``system.yaml`` is not an
 experiment the report knows (it is left out, with one log line).
 
 ``<T>`` is every trial list of the eval data dir (:func:`~.experiment.trial_lists`):
@@ -55,6 +60,9 @@ logger = logging.getLogger(__name__)
 STRATEGY_LABELS = {"softmax": "softmax", "triplet": "triplet",
                    "softmax_triplet": "softmax (pre-train) + triplet"}
 FIGURES = "report"  # exp/report/: the PNGs of RESULTS.md, not an experiment
+# The back ends of a Deep Speaker system (score-file prefix -> label suffix).
+BACKEND_LABELS = {"cosine": "", "plda": ", PLDA"}
+NOAUG_LABEL = ", no augmentation"
 
 
 @dataclass
@@ -69,6 +77,7 @@ class System:
     model: str | None = None
     strategy: str | None = None
     fraction: float = 1.0
+    augmented: bool = True  # False: the ablation twin trained without augmentation
 
 
 @dataclass
@@ -97,19 +106,22 @@ class Report:
         return self.results.get((key, trials))
 
     def find(self, kind: str, model: str | None = None, strategy: str | None = None,
-             prefix: str | None = None) -> System | None:
+             prefix: str | None = None, augmented: bool = True) -> System | None:
         """The one system of this role (None when it was not run)."""
         return next((s for s in self.systems if s.kind == kind and
                      (model is None or s.model == model) and
                      (strategy is None or s.strategy == strategy) and
-                     (prefix is None or s.prefix == prefix)), None)
+                     (prefix is None or s.prefix == prefix) and
+                     s.augmented == augmented), None)
 
     def of(self, system: System | None, trials: str = MAIN_TRIALS) -> Result | None:
         return None if system is None else self.get(system.key, trials)
 
-    def ds(self, model: str, strategy: str, trials: str = MAIN_TRIALS) -> Result | None:
-        """Deep Speaker ``model`` trained with ``strategy`` on all training speakers (T5)."""
-        return self.of(self.find("deepspeaker", model, strategy), trials)
+    def ds(self, model: str, strategy: str, trials: str = MAIN_TRIALS, backend: str = "cosine",
+           augmented: bool = True) -> Result | None:
+        """Deep Speaker ``model`` trained with ``strategy`` on all training speakers (T5),
+        scored by ``backend`` (the score-file prefix: cosine or plda)."""
+        return self.of(self.find("deepspeaker", model, strategy, backend, augmented), trials)
 
     def baseline(self, trials: str = MAIN_TRIALS) -> Result | None:
         return self.of(self.find("baseline"), trials)
@@ -117,8 +129,10 @@ class Report:
     def score_fusion(self, trials: str = MAIN_TRIALS) -> Result | None:
         return self.of(self.find("fusion", prefix="score"), trials)
 
-    def ds_label(self, model: str, strategy: str) -> str:
-        return f"{self.models[model]}, {STRATEGY_LABELS[strategy]}"
+    def ds_label(self, model: str, strategy: str, backend: str = "cosine",
+                 augmented: bool = True) -> str:
+        return (f"{self.models[model]}, {STRATEGY_LABELS[strategy]}" +
+                ("" if augmented else NOAUG_LABEL) + BACKEND_LABELS[backend])
 
 
 def model_labels() -> dict[str, str]:
@@ -148,6 +162,17 @@ def _systems_of(exp_dir: Path, info: SystemInfo, models: dict[str, str]) -> list
         raise DeepSpeakerError(f"{exp_dir}/system.yaml: model {info.model!r} is not in the model "
                                f"registry ({', '.join(models)})")
     mlabel = models[info.model]
+    label, kind = _ds_label_kind(info, mlabel)
+    if info.augmented is False:
+        label += NOAUG_LABEL
+    augmented = info.augmented is not False
+    return [System(tag + ("" if prefix == "cosine" else f"_{prefix}"), label + suffix, tag,
+                   prefix, kind, info.model, info.strategy, info.fraction, augmented)
+            for prefix, suffix in BACKEND_LABELS.items()]
+
+
+def _ds_label_kind(info: SystemInfo, mlabel: str) -> tuple[str, str]:
+    """The label and table role of a Deep Speaker experiment."""
     if info.strategy == "source_only":
         label, kind = f"{mlabel}, trained on {info.source or '?'} only", "transfer"
     elif info.strategy == "transfer":
@@ -158,16 +183,19 @@ def _systems_of(exp_dir: Path, info: SystemInfo, models: dict[str, str]) -> list
         kind = "size"
     else:
         label, kind = f"{mlabel}, {STRATEGY_LABELS[info.strategy]}", "deepspeaker"
-    return [System(tag, label, tag, "cosine", kind, info.model, info.strategy, info.fraction)]
+    return label, kind
 
 
 def _report_order(s: System, models: dict[str, str]) -> tuple:
-    """References, baseline, T5 by network and strategy, fusions, then the studies by tag."""
+    """References, baseline, T5 by network, strategy, augmentation and back end, fusions,
+    then the studies by tag."""
     group = {"reference": 0, "baseline": 1, "ivector_cosine": 1, "deepspeaker": 2,
              "fusion": 3}.get(s.kind, 4)
+    backend = list(BACKEND_LABELS).index(s.prefix) if s.model is not None else 0
     if group == 2:
-        return (2, list(models).index(s.model), list(STRATEGY_LABELS).index(s.strategy), "")
-    return (group, 0, 0, "" if group in (1, 3) else s.exp)
+        return (2, list(models).index(s.model), list(STRATEGY_LABELS).index(s.strategy),
+                not s.augmented, backend, "")
+    return (group, 0, 0, "" if group in (1, 3) else s.exp, not s.augmented, backend)
 
 
 def read_systems(exp: Path, models: dict[str, str]) -> tuple[list[System], list[str]]:
@@ -190,7 +218,7 @@ def read_systems(exp: Path, models: dict[str, str]) -> tuple[list[System], list[
         logger.info("%s: left out of the report (no system.yaml): %s", exp, " ".join(undescribed))
     seen: dict[tuple, System] = {}
     for s in systems:
-        role = (s.kind, s.model, s.strategy, s.fraction, s.prefix)
+        role = (s.kind, s.model, s.strategy, s.fraction, s.prefix, s.augmented)
         if role in seen:
             raise DeepSpeakerError(f"{exp / seen[role].exp} and {exp / s.exp} both describe "
                                    f"'{s.label}': remove one (or its system.yaml)")
@@ -290,15 +318,38 @@ def _reductions(ref: Result | None, r: Result | None) -> list[str]:
 BASELINE_LABEL = "i-vector + PLDA (baseline)"
 
 
+def has_plda_rows(rep: Report) -> bool:
+    """Whether any Deep Speaker system of T5 was scored with PLDA (then each gets that row)."""
+    return any(s.kind == "deepspeaker" and s.prefix == "plda" and rep.of(s) is not None
+               for s in rep.systems)
+
+
+def t5_rows(rep: Report) -> list[tuple[str, Result | None]]:
+    """T5's Deep Speaker rows: per network and strategy the cosine row, the PLDA row (when
+    the recipe scored any system with PLDA), then the same of its twin trained without
+    augmentation (when there is one).  A network never trained has no rows."""
+    backends = list(BACKEND_LABELS) if has_plda_rows(rep) else ["cosine"]
+    rows = []
+    for model in rep.models:
+        mrows = []
+        for strategy in STRATEGY_LABELS:
+            for augmented in (True, False):
+                if not augmented and rep.find("deepspeaker", model, strategy,
+                                              augmented=False) is None:
+                    continue
+                mrows += [(rep.ds_label(model, strategy, b, augmented),
+                           rep.ds(model, strategy, backend=b, augmented=augmented))
+                          for b in backends]
+        if any(r is not None for _, r in mrows):
+            rows += mrows
+    return rows
+
+
 def table_t5(rep: Report) -> list[str]:
     base = rep.baseline()
     lines = ["| system | EER [%] | minDCF | ACC [%] | EER rel. reduction vs i-vector | "
              "error (1-ACC) rel. reduction vs i-vector |", "|---|---|---|---|---|---|"]
-    rows = [(BASELINE_LABEL, base)]
-    for model in rep.models:
-        by_strategy = [(rep.ds_label(model, s), rep.ds(model, s)) for s in STRATEGY_LABELS]
-        if any(r is not None for _, r in by_strategy):  # a network never trained: no rows
-            rows += by_strategy
+    rows = [(BASELINE_LABEL, base)] + t5_rows(rep)
     for i, (label, r) in enumerate(rows):
         cells = [label] + _row_metrics(r) + (["", ""] if i == 0 else _reductions(base, r))
         lines.append("| " + " | ".join(cells) + " |")
@@ -339,9 +390,11 @@ def enroll_lists(rep: Report) -> list[tuple[int, str]]:
 
 
 def t8_systems(rep: Report) -> list[System]:
-    """The rows of T8: the baseline, each network's ``rep.strategy`` model, score fusion."""
-    systems = [rep.find("baseline")] + [rep.find("deepspeaker", m, rep.strategy)
-                                        for m in rep.models] + [rep.find("fusion", prefix="score")]
+    """The rows of T8: the baseline, each network's ``rep.strategy`` model (cosine, then
+    PLDA), score fusion."""
+    systems = [rep.find("baseline")] + [rep.find("deepspeaker", m, rep.strategy, b)
+                                        for m in rep.models for b in BACKEND_LABELS] + \
+        [rep.find("fusion", prefix="score")]
     return [s for s in systems if s is not None]
 
 
@@ -365,6 +418,7 @@ def size_study(rep: Report, model: str) -> list[tuple[int, Result]]:
     [] without a run on a subset."""
     parts = sorted(((_percent(s.fraction), r) for s in rep.systems
                     if s.kind == "size" and s.model == model and s.strategy == rep.strategy
+                    and s.prefix == "cosine" and s.augmented
                     and (r := rep.of(s)) is not None), key=lambda x: x[0])
     full = rep.ds(model, rep.strategy)
     return parts + [(100, full)] if parts and full is not None else parts
@@ -382,8 +436,8 @@ def table_t7(rep: Report) -> list[str]:
 
 def transfer_results(rep: Report, model: str) -> tuple[Result | None, Result | None]:
     """``model`` trained on another corpus only, and that model fine-tuned here (T9/T10)."""
-    return (rep.of(rep.find("transfer", model, "source_only")),
-            rep.of(rep.find("transfer", model, "transfer")))
+    return (rep.of(rep.find("transfer", model, "source_only", "cosine")),
+            rep.of(rep.find("transfer", model, "transfer", "cosine")))
 
 
 def table_transfer(rep: Report) -> list[str]:
@@ -432,9 +486,15 @@ class Claim:
     evidence: str
 
 
+def _better_backend(rep: Report, model: str, strategy: str) -> Result | None:
+    """The system's row of lower EER among its back ends (cosine, PLDA)."""
+    rs = [r for b in BACKEND_LABELS if (r := rep.ds(model, strategy, backend=b)) is not None]
+    return min(rs, key=lambda r: r.metrics.eer) if rs else None
+
+
 def _claim_beats_baseline(rep: Report) -> Claim:
     base = rep.baseline()
-    ds = [rep.ds(m, s) for m in rep.models for s in STRATEGY_LABELS]
+    ds = [_better_backend(rep, m, s) for m in rep.models for s in STRATEGY_LABELS]
     ds = [r for r in ds if r is not None]
     text = "Deep Speaker beats the i-vector baseline (every DS system: lower EER and higher ACC; T5)"
     if base is None or not ds:
@@ -442,8 +502,9 @@ def _claim_beats_baseline(rep: Report) -> Claim:
     wins = [r for r in ds if r.metrics.eer < base.metrics.eer and
             (r.metrics.acc or 0) > (base.metrics.acc or 0)]
     best = min(ds, key=lambda r: r.metrics.eer)
+    each = " (each by its better back end)" if has_plda_rows(rep) else ""
     return Claim(text, len(wins) == len(ds),
-                 f"{len(wins)} of {len(ds)} systems beat it; i-vector EER "
+                 f"{len(wins)} of {len(ds)} systems{each} beat it; i-vector EER "
                  f"{_pct(base.metrics.eer)}% / ACC {_pct(base.metrics.acc)}%, best DS "
                  f"({best.system.label}) {_pct(best.metrics.eer)}% / "
                  f"{_pct(best.metrics.acc)}%")
@@ -671,10 +732,23 @@ def _reference_lines(rep: Report) -> list[str]:
     return ["", "Reference rows: " + "; ".join(extra) + "."] if extra else []
 
 
+def _backend_lines(rep: Report) -> list[str]:
+    """What the PLDA and no-augmentation rows of T5 are (nothing when there are none)."""
+    notes = []
+    if has_plda_rows(rep):
+        notes.append("\", PLDA\": the system's embeddings through global mean, LDA, length norm "
+                     "and two-covariance PLDA trained on its training-set embeddings (Kaldi's "
+                     "x-vector back end; the other rows score by cosine)")
+    if any(not s.augmented for s in rep.systems if s.kind == "deepspeaker"):
+        notes.append("\", no augmentation\": the same system trained without data "
+                     "augmentation (the ablation)")
+    return ["", "; ".join(notes) + "."] if notes else []
+
+
 def _table_lines(rep: Report) -> list[str]:
     """T5, T6, T8, the other trial lists, T7, T9/T10."""
     lines = ["", "## T5: i-vector baseline and Deep Speaker, by network and training strategy", ""]
-    lines += table_t5(rep) + _reference_lines(rep)
+    lines += table_t5(rep) + _reference_lines(rep) + _backend_lines(rep)
     fused = " + ".join(rep.fusion_members) or " + ".join(rep.models.values())
     lines += ["", f"## T6: fusion of {fused}", ""] + table_t6(rep)
     lines += ["", "Embedding fusion: per utterance, the sum of the unit embeddings, renormalised, "
@@ -685,6 +759,9 @@ def _table_lines(rep: Report) -> list[str]:
     lines += ["", "A k-utterance model averages the unit embeddings of k enrollment utterances and "
               "renormalises (i-vector: PLDA with k utterances).  The same anchors are scored for "
               "every k."]
+    if has_plda_rows(rep):
+        lines[-1] += ("  Deep Speaker PLDA rows: LDA + length norm + PLDA trained on each "
+                      "system's training-set embeddings; k utterances scored as the i-vector's.")
     if other_lists(rep):
         lines += ["", f"## Other trial lists of `{rep.data / rep.eval_set}`", "",
                   "The lists a data prep wrote beside the paper's (e.g. VoxCeleb1-O/E/H, "
@@ -741,7 +818,7 @@ def write_report(rep: Report, title: str) -> Path:
     return out
 
 
-__all__ = ["BASELINE_LABEL", "Claim", "Report", "Result", "STRATEGY_LABELS", "System",
+__all__ = ["BACKEND_LABELS", "BASELINE_LABEL", "Claim", "Report", "Result", "STRATEGY_LABELS", "System",
            "check_claims", "collect", "evaluate", "model_labels", "plot_det", "plot_histogram",
            "read_systems", "rel_reduction", "table_other_lists", "table_t5", "table_t6",
-           "table_t7", "table_t8", "table_transfer", "write_report"]
+           "t5_rows", "table_t7", "table_t8", "table_transfer", "write_report"]
