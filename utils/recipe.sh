@@ -147,7 +147,7 @@ nnet_lda_dim=""       # overrides lda_dim of --nnet-backend-conf (Kaldi's x-vect
 trials_opts=""        # more make_trials options, e.g. "--enroll-counts 1,2" (stage 2)
 train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
 transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)
-augment_conf=$DS_ROOT/conf/augment_quick.yaml   # offline augmentation of the networks' training
+augment_conf=../../conf/augment_quick.yaml     # offline augmentation of the networks' training
   # set (stage 1; the full Kaldi v2 setting: $DS_ROOT/conf/augment.yaml); "" for none
 rirs_dir=""           # a RIRS_NOISES folder (measured and simulated RIRs); "": simulated here
 musan_dir=""          # a MUSAN folder (noise, music, speech); "": generated noise and music,

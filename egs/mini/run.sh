@@ -21,6 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 corpus_opts=""        # extra options for local/make_corpus.py (sizes, durations)
 corpus_dir=corpus     # generated wav files
 report_title="egs/mini: synthetic corpus"
+nnet_strategies="softmax softmax_triplet"   # T5 rows; add "triplet" (from scratch, +3 min) for all three
 parse_recipe_options "$@"
 
 if in_stages 0; then
