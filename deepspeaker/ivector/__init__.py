@@ -8,50 +8,34 @@ Extractor (``extractor``): total-variability T-matrix EM with Kaldi's
 ivector-extractor-est semantics (minimum-divergence step included), and i-vectors.
 Back end: LDA (``lda``) and two-covariance PLDA (``plda``).
 
-Each module's public names are imported below, one block per module; a new module
-adds its own ``from deepspeaker.ivector.<module> import ...`` block and its names to
-``__all__``.
+Each module's public names are listed in ``_EXPORTS`` and imported on first use
+(PEP 562): ``train_plda`` / ``score_plda`` need only ``lda`` and ``plda``, and importing
+the extractor (torch) and the UBM (scikit-learn) cost each of their starts ~2 s of CPU.
 """
 
-from deepspeaker.ivector.extractor import (
-    IvectorExtractor,
-    absorb_prior,
-    em_iteration,
-    init_extractor,
-    train_extractor,
-)
-from deepspeaker.ivector.frontend import FrontendOptions, add_deltas, compute_frontend, sliding_cmn
-from deepspeaker.ivector.lda import LdaTransform, length_normalize, train_lda
-from deepspeaker.ivector.plda import PldaConfig, TwoCovPLDA, cosine_scores, train_plda
-from deepspeaker.ivector.stats import compute_stats, compute_stats_batch
-from deepspeaker.ivector.ubm import DiagGmm, sample_frames, train_ubm
+import importlib
 
-__all__ = [
-    # extractor
-    "IvectorExtractor",
-    "absorb_prior",
-    "em_iteration",
-    "init_extractor",
-    "train_extractor",
-    # frontend
-    "FrontendOptions",
-    "add_deltas",
-    "compute_frontend",
-    "sliding_cmn",
-    # lda
-    "LdaTransform",
-    "length_normalize",
-    "train_lda",
-    # plda
-    "PldaConfig",
-    "TwoCovPLDA",
-    "cosine_scores",
-    "train_plda",
-    # stats
-    "compute_stats",
-    "compute_stats_batch",
-    # ubm
-    "DiagGmm",
-    "sample_frames",
-    "train_ubm",
-]
+_EXPORTS = {
+    "extractor": ("IvectorExtractor", "absorb_prior", "em_iteration", "init_extractor",
+                  "train_extractor"),
+    "frontend": ("FrontendOptions", "add_deltas", "compute_frontend", "sliding_cmn"),
+    "lda": ("LdaTransform", "length_normalize", "train_lda"),
+    "plda": ("PldaConfig", "TwoCovPLDA", "cosine_scores", "train_plda"),
+    "stats": ("compute_stats", "compute_stats_batch"),
+    "ubm": ("DiagGmm", "sample_frames", "train_ubm"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
