@@ -26,7 +26,8 @@ def _run(tmp_path, *extra):
            "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
            "--corpus-dir", str(tmp_path / "corpus"),
            "--ivector-conf", str(ROOT / "tests/conf_ivector_tiny.yaml"),
-           "--nnet-conf-dir", str(ROOT / "tests/conf_nnet_tiny"), *extra]
+           "--nnet-conf-dir", str(ROOT / "tests/conf_nnet_tiny"),
+           "--nnet-strategies", "softmax triplet softmax_triplet", "--ablation", "true", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, LC_ALL="C"))
 
@@ -77,6 +78,29 @@ def test_stages_0_to_2(recipe):
     assert (tmp / "exp/log/make_corpus.log").exists()
 
 
+def test_stage_1_augments_the_networks_training_set(recipe):
+    """conf/augment_quick.yaml: ~1 copy of a random kind per utterance + speed 0.9 / 1.1."""
+    tmp, _ = recipe
+    data = tmp / "data"
+    aug = data / "aug/train_aug"
+    uniq = dict(line.split() for line in (aug / "utt2uniq").read_text().splitlines())
+    kinds = [line.split()[1] for line in (aug / "utt2aug").read_text().splitlines()]
+    assert kinds.count("kind=speed") == 2 * 24
+    assert 10 <= len(kinds) - 2 * 24 <= 40          # each kind for a seeded quarter
+    clean_vad = kaldiio.load_scp(str(data / "train/vad.scp"))
+    aug_vad = kaldiio.load_scp(str(aug / "vad.scp"))
+    for utt, src in uniq.items():
+        assert src in clean_vad
+        if not utt.startswith("sp"):   # a copy keeps its clean source's VAD
+            assert np.array_equal(aug_vad[utt], clean_vad[src]), utt
+    combined = kaldiio.load_scp(str(data / "train_combined/feats.scp"))
+    assert len(combined) == 24 + len(kinds)
+    spk = {line.split()[1] for line in (data / "train_combined/utt2spk").read_text().splitlines()}
+    assert len(spk) == 3 * 8                          # speed copies are new speakers
+    assert (data / "aug_sources/rirs/wav.scp").exists()
+    assert (tmp / "exp/augment/train/augment.1.log").exists()
+
+
 def test_ivector_stages(recipe):
     tmp, _ = recipe
     ivec = tmp / "exp/ivector"
@@ -106,6 +130,8 @@ def system(exp_dir):
 
 
 TAGS = [f"{m}_{s}" for m in ("rescnn", "gru") for s in ("softmax", "triplet", "softmax_triplet")]
+# The ablation twins (--ablation true): the same systems on the clean training set.
+NOAUG = [f"{m}_{s}_noaug" for m in ("rescnn", "gru") for s in ("softmax", "softmax_triplet")]
 TRIALS = ["trials", "trials_enroll1", "trials_enroll2", "trials_enroll3", "trials_enroll5"]
 
 
@@ -114,7 +140,7 @@ def test_nnet_stages_6_to_9(recipe):
 
     tmp, _ = recipe
     exp = tmp / "exp"
-    for tag in TAGS:
+    for tag in TAGS + NOAUG:
         assert (exp / tag / "best.pt").exists() and (exp / tag / "config.yaml").exists(), tag
         emb = kaldiio.load_scp(str(exp / tag / "eval/embedding.scp"))
         assert len(emb) == 42
@@ -127,11 +153,17 @@ def test_nnet_stages_6_to_9(recipe):
             assert all(-1.0001 <= s <= 1.0001 for s in scores.values())
         assert (exp / tag / "RESULTS.md").exists()
         assert (exp / tag / "log/extract_eval.log").exists()
+        assert (exp / tag / "scores/plda_trials").stat().st_size > 0
         model, strategy = tag.split("_", 1)
-        assert system(exp / tag) == {"kind": "deepspeaker", "model": model, "strategy": strategy,
-                                     "train_set": str(tmp / "data/train"), "fraction": 1.0,
-                                     **({"init": str(exp / f"{model}_softmax/best.pt")}
-                                        if strategy == "softmax_triplet" else {})}
+        clean = strategy.endswith("_noaug")
+        strategy = strategy.removesuffix("_noaug")
+        suffix = "_noaug" if clean else ""
+        assert system(exp / tag) == {
+            "kind": "deepspeaker", "model": model, "strategy": strategy,
+            "train_set": str(tmp / ("data/train" if clean else "data/train_combined")),
+            "fraction": 1.0, **({"augmented": False} if clean else {}),
+            **({"init": str(exp / f"{model}_softmax{suffix}/best.pt")}
+               if strategy == "softmax_triplet" else {})}
 
 
 def test_fusion_and_report_stage_10(recipe):

@@ -152,7 +152,7 @@ augment_conf=../../conf/augment_quick.yaml     # offline augmentation of the net
 rirs_dir=""           # a RIRS_NOISES folder (measured and simulated RIRs); "": simulated here
 musan_dir=""          # a MUSAN folder (noise, music, speech); "": generated noise and music,
   # babble from the training speakers
-ablation=true         # with augmentation, also train the $fusion_strategy systems without it
+ablation=false        # with augmentation, also train the $fusion_strategy systems without it
   # (<tag>_noaug), the ablation rows of RESULTS.md
 max_failed_fraction=0.05   # stage 1 fails when more of a set's utterances than this fail
 report_title="egs/${PWD##*/}"   # the title of $exp/RESULTS.md
