@@ -32,6 +32,11 @@ STEPS = 2
 F32_VALUES = (0.1, 0.7)   # one per rank; not exact in float32
 
 
+
+def as_floats(stats):
+    """The loss's statistics (device tensors, read back on logging steps) as numbers."""
+    return {k: float(v) for k, v in stats.items()}
+
 def make_pairs(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A global batch of PAIRS (anchor, positive) inputs, float64, with speaker ids.
 
@@ -79,7 +84,7 @@ def train(info: DistInfo, selection: str = "hardest") -> tuple[dict[str, torch.T
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(stats)
+        history.append(as_floats(stats))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
 
 
@@ -135,7 +140,7 @@ def main(out_dir: str) -> None:
         _, stats = crit(a[sl], p[sl], spk[sl], info)
         out[f"cross_{scope}"] = {"negative_index": mined.result.negative_index,
                                  "negative_ranks": mined.negative_ranks, "hard": mined.result.hard,
-                                 "pool_speakers": mined.pool_speakers, "stats": stats}
+                                 "pool_speakers": mined.pool_speakers, "stats": as_floats(stats)}
 
     # Gradient of the loss w.r.t. this rank's embeddings, for both selections.
     e_a, e_p, spk = fixed_embeddings()
@@ -147,7 +152,7 @@ def main(out_dir: str) -> None:
         crit.generator.manual_seed(11)     # same stream for the forward as for mine_batch
         loss, stats = crit(la, lp, spk[sl], info)
         loss.backward()
-        out[f"grad_{selection}"] = {"loss": loss.detach(), "stats": stats, "grad_a": la.grad,
+        out[f"grad_{selection}"] = {"loss": loss.detach(), "stats": as_floats(stats), "grad_a": la.grad,
                                     "grad_p": lp.grad, "negative_index": mined.result.negative_index}
 
     # (b) two DDP training steps.

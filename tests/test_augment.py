@@ -319,7 +319,9 @@ def test_shared_conf_parses():
     root = Path(__file__).resolve().parents[1]
     cfg = load_augment_config(root / "conf" / "augment.yaml")
     assert cfg.kinds == list(KIND_DIRS) and cfg.noise.snrs == [15, 10, 5, 0]
-    assert cfg.speed == [] and cfg.reverb_prob == 0
+    assert cfg.speed == [0.9, 1.1] and cfg.reverb_prob == 0
+    quick = load_augment_config(root / "conf" / "augment_quick.yaml")
+    assert quick.speed == [0.9, 1.1] and quick.noise.fraction == 0.25
 
 
 def test_reverb_prob_reverberates_noisy_copies(tree):

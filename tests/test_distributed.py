@@ -155,6 +155,7 @@ def test_local_slice_gradient_equals_full_batch_autograd(ranks, one_rank, select
     crit.generator.manual_seed(11)
     loss, stats = crit(e_a, e_p, spk, one_rank)
     loss.backward()
+    stats = {k: float(v) for k, v in stats.items()}
     assert stats["loss"] > 0 and stats["remote_negative_frac"] == 0.0
     per = len(spk) // W.WORLD
     for r, seen in enumerate(ranks):

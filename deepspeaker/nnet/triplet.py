@@ -245,7 +245,7 @@ class GlobalTripletLoss(nn.Module):
                            result=result)
 
     def forward(self, anchor: torch.Tensor, positive: torch.Tensor, speakers: torch.Tensor,
-                info: DistInfo) -> tuple[torch.Tensor, dict[str, float]]:
+                info: DistInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = self.mine_batch(anchor, positive, speakers, info)
         res = batch.result
         negative = batch.pool[res.negative_index]     # gradient reaches it only if it is local
