@@ -34,7 +34,10 @@ if in_stages 0; then
 fi
 
 . ../../utils/stages.sh
-# Results, seed 0, eval `trials` (1,900 anchors x (1 + 99)), EER / ACC, on the earlier
+# Results with augmentation (conf/augment_quick.yaml) and PLDA, AMD EPYC, 2026-12-02
+# (README): GRU softmax + triplet 6.26% cosine / 5.30% PLDA (no augmentation 8.50 /
+# 6.93%); ResCNN 14.38 / 14.32% (no augmentation 11.46 / 13.16%).
+# Without augmentation (--augment-conf ""), seed 0, eval `trials` (1,900 anchors x (1 + 99)), EER / ACC, on the earlier
 # development machine (they depend on the CPU: see README); all in exp/RESULTS.md:
 #   stage 2  MFCC-stats cosine                        21.55% / 36.53%
 #   stage 5  i-vector PLDA (cosine)                    3.11% / 89.53%  (4.63% / 85.63%)
