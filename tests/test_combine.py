@@ -76,3 +76,22 @@ def test_segmented_and_whole_recordings_combine(tmp_path):
 
     lens = {u: len(x) for u, x, e in iter_audio(d)}
     assert lens == {"s0-u0": 16000, "t0-seg1": 8000, "t0-seg2": 8000}
+
+
+def test_fix_data_dir_filters_utt2aug(tmp_path):
+    """utt2aug is a data-dir file like utt2uniq: fix_data_dir keeps only the utterances left."""
+    import subprocess
+    from pathlib import Path
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "wav.scp").write_text("s1-a /x/a.wav\ns1-b /x/b.wav\n")
+    (d / "utt2spk").write_text("s1-a s1\ns1-b s1\ns1-c s1\n")
+    (d / "utt2aug").write_text("s1-a kind=noise seed=0 snr=5\ns1-b kind=reverb seed=0\n"
+                               "s1-c kind=music seed=0 snr=8\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", str(root / "utils/fix_data_dir.sh"), str(d)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (d / "utt2aug").read_text() == ("s1-a kind=noise seed=0 snr=5\n"
+                                           "s1-b kind=reverb seed=0\n")
+    assert "s1-c" not in (d / "utt2spk").read_text()

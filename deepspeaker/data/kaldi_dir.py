@@ -220,6 +220,7 @@ class DataDir:
     spk2age: dict[str, str] | None = None
     utt2lang: dict[str, str] | None = None
     utt2uniq: dict[str, str] | None = None
+    utt2aug: dict[str, str] | None = None
     reco2dur: dict[str, float] | None = None
     # file name -> {key: line number on disk}; filled on demand by line_of().
     _lines: dict[str, dict[str, int]] = field(default_factory=dict, init=False, repr=False,

@@ -185,6 +185,7 @@ FILE_KINDS: tuple[FileKind, ...] = (
     FileKind("spk2age", "spk2age", SPK, 2),
     FileKind("utt2lang", "utt2lang", UTT, 2),
     FileKind("utt2uniq", "utt2uniq", UTT, 2),
+    FileKind("utt2aug", "utt2aug", UTT),   # augmented copies: what was done (kind=... seed=...)
     FileKind("reco2dur", "reco2dur", REC, 2, parse_duration, fmt_float),
 )
 KINDS_BY_NAME = {k.name: k for k in FILE_KINDS}
