@@ -50,7 +50,7 @@ from ..augment.config import (
     augment_config_from_dict,
     load_augment_config,
 )
-from ..data import DataDir, validate_data_dir
+from ..data import DataDir, require_valid_data_dir
 from ..data.combine import combine_data_dirs
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, save_yaml
@@ -131,12 +131,7 @@ def augment_data_dir(data_dir: Path, out: Path, sources: Path | None = None,
     kinds = enabled_kinds(cfg)
     if not kinds:
         raise DeepSpeakerError("the config enables no kind of copy (kinds: [] and no speed:)")
-    problems = [p for p in validate_data_dir(data_dir) if p.severity == "error"]
-    if problems:
-        for p in problems:
-            logger.error("%s", p)
-        raise DeepSpeakerError(f"{data_dir}: {len(problems)} problem(s) in the data dir; "
-                               f"fix them (utils/fix_data_dir.sh) and rerun")
+    require_valid_data_dir(data_dir)
     d = DataDir.load(data_dir)
     name = data_dir.resolve().name
     load_sources(sources, cfg, cfg.kinds, d)  # a missing list fails before any job

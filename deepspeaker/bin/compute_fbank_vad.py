@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.ark import ArkWriter
-from ..data import DataDir, iter_audio, validate_data_dir, write_kaldi_map, read_kaldi_map
+from ..data import DataDir, iter_audio, read_kaldi_map, require_valid_data_dir, write_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml
@@ -253,12 +253,7 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
         logger.info("%s already has features made from this config and these inputs (%s); "
                     "nothing to do", data_dir, marker.path)
         return len(d.feats_scp or {}), dict(d.failed_utts or {})
-    problems = [p for p in validate_data_dir(data_dir) if p.severity == "error"]
-    if problems:
-        for p in problems:
-            logger.error("%s", p)
-        raise DeepSpeakerError(f"{data_dir}: {len(problems)} problem(s) in the data dir; "
-                               f"fix them (utils/fix_data_dir.sh) and rerun")
+    require_valid_data_dir(data_dir)
     d = DataDir.load(data_dir)
     clean_vads(d, vad_from)  # a missing clean vad.scp or utt2uniq fails before any job
     nj = max(1, min(nj, len(d.utts)))

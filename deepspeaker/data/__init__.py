@@ -25,11 +25,11 @@ the common ids, in place with a backup or into a new dir) and subsets
 from .audio import AudioError, iter_audio, load_audio
 from .fix import fix_data_dir, subset_speakers
 from .kaldi_dir import DataDir, DataDirError, Problem, read_kaldi_map, spk2utt_from_utt2spk, write_kaldi_map
-from .qa import validate_data_dir
+from .qa import require_valid_data_dir, validate_data_dir
 from .table import FILE_KINDS, iter_lines
 
 __all__ = [
     "FILE_KINDS", "AudioError", "DataDir", "DataDirError", "Problem", "fix_data_dir", "iter_audio",
     "iter_lines", "load_audio", "read_kaldi_map", "spk2utt_from_utt2spk", "subset_speakers",
-    "validate_data_dir", "write_kaldi_map",
+    "require_valid_data_dir", "validate_data_dir", "write_kaldi_map",
 ]

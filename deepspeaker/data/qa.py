@@ -206,3 +206,17 @@ def check_speaker_files(files: dict[str, dict[str, _Entry]], utt2spk: dict[str, 
 
 __all__ = ["check_audio_sources", "check_same_utts", "check_speaker_files", "check_utt2spk",
            "check_values", "validate_data_dir"]
+
+
+def require_valid_data_dir(path: str | os.PathLike) -> None:
+    """Log every error of the data dir and stop before a stage starts its jobs on it."""
+    import logging
+
+    from ..utils import DeepSpeakerError
+    problems = [p for p in validate_data_dir(path) if p.severity == ERROR]
+    if problems:
+        log = logging.getLogger(__name__)
+        for p in problems:
+            log.error("%s", p)
+        raise DeepSpeakerError(f"{path}: {len(problems)} problem(s) in the data dir; "
+                               f"fix them (utils/fix_data_dir.sh) and rerun")
