@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deepspeaker.data.ark import ArkWriter
 from deepspeaker.nnet.data import TIMED_PARTS, BatchPlan, FeatureSet
-from deepspeaker.nnet.loader import available_cores, batch_loader, iterate_batches
+from deepspeaker.nnet.loader import batch_loader, iterate_batches
+from deepspeaker.threads import usable_cores
 
 GPU_REFERENCE = 10_000.0   # 2-s chunks/s one H100 consumes (paper ResCNN, bf16; issue 11)
 NUM_BINS = 64
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     batch = min(args.batch_size, len(feats.utts) // 2)
     plan = BatchPlan(feats, "softmax", batch, args.chunk_frames, seed=args.seed)
     args.batch_size = batch
-    cores = available_cores()
+    cores = usable_cores()
     where = (f"in memory ({feats.buffer.nbytes / 2 ** 20:.0f} MB buffer, loaded in {t_load:.1f} s)"
              if feats.in_memory else f"on disk, indexed in {t_load:.1f} s "
              f"({len(feats.disk.files.paths)} arks, {cached:.2f} GB page-cached)")

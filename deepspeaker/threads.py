@@ -106,12 +106,21 @@ def thread_count(jobs: int | None = None, env=None) -> tuple[int, str]:
     if jobs is None:
         jobs = _positive(env, "LOCAL_WORLD_SIZE") or 1
     jobs = max(1, jobs)
-    budget = _positive(env, "DS_NUM_THREADS")
-    where = f"DS_NUM_THREADS={budget}" if budget is not None else None
-    if budget is None:
-        budget = usable_cores()
-        where = f"{budget} usable cores"
+    budget, where = core_budget(env)
     return max(1, budget // jobs), f"{where} / {jobs} job(s)"
+
+
+def core_budget(env=None) -> tuple[int, str]:
+    """(cores this process and what it starts may use, why): ``DS_NUM_THREADS`` when set
+    (a user's choice, or the share ``run_jobs.sh`` or a recipe running several trainings
+    at once gave it), else the usable cores.  Thread counts and the loader's worker count
+    both come from it, so that two trainings side by side do not each take every core."""
+    env = os.environ if env is None else env
+    budget = _positive(env, "DS_NUM_THREADS")
+    if budget is not None:
+        return budget, f"DS_NUM_THREADS={budget}"
+    cores = usable_cores()
+    return cores, f"{cores} usable cores"
 
 
 def configure_threads(jobs: int | None = None, quiet: bool = False) -> int:

@@ -140,10 +140,14 @@ nnet_conf_dir=conf    # <model>_softmax.yaml, <model>_triplet.yaml (from the sof
 nnet_models="rescnn gru"                            # frame-level networks (paper T1, T2)
 nnet_strategies="softmax triplet softmax_triplet"   # T5's rows: any of these three
 fusion_strategy=softmax_triplet                     # the models fused in T6 and shown in T8
+nnet_parallel=true    # stages 6-9: the networks of --nnet-models side by side, each with its
+  # share of the cores (a narrow net leaves cores idle); false: one after another
 nnet_backends="cosine plda"   # how the Deep Speaker systems are scored (stage 9): cosine and/or
                               # plda (LDA + PLDA trained on the system's training-set embeddings)
 nnet_backend_conf=../../conf/embedding_backend.yaml   # the embeddings' LDA dim and PLDA (plda)
 nnet_lda_dim=""       # overrides lda_dim of --nnet-backend-conf (Kaldi's x-vectors: 200)
+nnet_backend_set=clean_speed   # with augmentation, the utterances plda is trained on:
+  # clean_speed (the clean set and its speed copies, 3x the speakers), clean (Kaldi v2), all
 trials_opts=""        # more make_trials options, e.g. "--enroll-counts 1,2" (stage 2)
 train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
 transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)

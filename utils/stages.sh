@@ -8,8 +8,8 @@
 #
 # It reads the options of utils/recipe.sh (stage stop_stage nj seed data exp feat_conf
 # ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy nnet_backends
-# nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from
-# max_failed_fraction report_title) and the data dir
+# nnet_backend_conf nnet_lda_dim nnet_backend_set nnet_parallel trials_opts train_fractions transfer_from
+# max_failed_fraction report_title augment_conf rirs_dir musan_dir ablation) and the data dir
 # names train_set dev_set eval_set under $data (dev_set may be "").
 #
 # Stages: 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 T-matrix + i-vectors,
@@ -28,7 +28,7 @@
 for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_set eval_set \
     feat_conf ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy \
     nnet_backends nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from \
-    report_title augment_conf rirs_dir musan_dir ablation; do
+    report_title augment_conf rirs_dir musan_dir ablation nnet_parallel nnet_backend_set; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
 done
 unset _v
@@ -43,12 +43,19 @@ for _s in $nnet_backends; do
   esac
 done
 [ -n "$nnet_backends" ] || die "--nnet-backends is empty: cosine, plda or both"
+case $nnet_backend_set in clean_speed|clean|all) ;;
+  *) die "unknown --nnet-backend-set '$nnet_backend_set': clean_speed, clean or all" ;;
+esac
 unset _s
 eval_dir=$data/$eval_set
 # The networks' training set: the clean one, or it combined with its augmented copies
 # (stage 1, --augment-conf).  The i-vector system trains on the clean set.
 nnet_train_dir=$data/$train_set
 [ -n "$augment_conf" ] && nnet_train_dir=$data/${train_set}_combined
+# The utterances of the augmented set that the embeddings' PLDA learns from
+# (--nnet-backend-set): written by stage 1 (clean_speed: the clean set and its speed
+# copies, which are new speakers; the noisy and reverberant copies are left out).
+backend_clean_speed=$data/${train_set}_clean_sp
 dev_dir=-
 [ -n "$dev_set" ] && dev_dir=$data/$dev_set
 
@@ -57,12 +64,25 @@ eval_trials() { python -m deepspeaker.bin.trial_lists "$eval_dir"; }
 # --enroll2utt for the k-enrollment lists, nothing for utterance-level lists.
 enroll_opt() { case $1 in trials_enroll*) echo "--enroll2utt $eval_dir/enroll2utt" ;; esac; }
 has_backend() { case " $nnet_backends " in *" $1 "*) return 0 ;; esac; return 1; }
-# Stage 9's PLDA of one experiment: LDA + length norm + PLDA on the embeddings of the set
-# it was trained on (TRAIN_DIR, its system.yaml's train_set: Kaldi's x-vector back end),
-# in $exp/<tag>/backend.
+# The data dir the PLDA of a system trained on TRAIN_DIR learns from: TRAIN_DIR, or for
+# the augmented set the part of it that --nnet-backend-set names.
+#   backend_dir TRAIN_DIR
+backend_dir() {
+  if [ "$1" != "$nnet_train_dir" ] || [ -z "$augment_conf" ]; then echo "$1"; return; fi
+  case $nnet_backend_set in
+    all) echo "$1" ;;
+    clean) echo "$data/$train_set" ;;
+    clean_speed) if [ -f "$backend_clean_speed/utt2spk" ]; then echo "$backend_clean_speed"
+                 else echo "$data/$train_set"; fi ;;
+  esac
+}
+# Stage 9's PLDA of one experiment: LDA + length norm + PLDA on the embeddings of (part of)
+# the set it was trained on (its system.yaml's train_set, through backend_dir: Kaldi's
+# x-vector back end), in $exp/<tag>/backend.
 #   train_backend TAG TRAIN_DIR
 train_backend() {
-  local tag=$1 train_dir=$2
+  local tag=$1 train_dir
+  train_dir=$(backend_dir "$2")
   run_jobs.sh "$exp/$tag/log/extract_${train_dir##*/}.log" \
     python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$train_dir"
   # shellcheck disable=SC2086  # nnet_lda_dim is one number or nothing
@@ -112,11 +132,13 @@ make_report() {
 # The ablation: the $fusion_strategy systems also trained on the clean set alone.
 with_ablation() { [ -n "$augment_conf" ] && [ "$ablation" = true ]; }
 has_strategy() { case " $nnet_strategies " in *" $1 "*) return 0 ;; esac; return 1; }
-# The trained embedding experiments, as <model>_<strategy> tags, each followed by its
-# ablation twin trained without augmentation (<model>_<strategy>_noaug) where there is one.
+# The trained embedding experiments of MODELS (default: --nnet-models), as
+# <model>_<strategy> tags, each followed by its ablation twin trained without
+# augmentation (<model>_<strategy>_noaug) where there is one.
+#   nnet_tags [MODELS]
 nnet_tags() {
   local m s
-  for m in $nnet_models; do
+  for m in ${1:-$nnet_models}; do
     for s in softmax triplet softmax_triplet; do
       has_strategy "$s" || continue
       echo "${m}_$s"
@@ -124,6 +146,88 @@ nnet_tags() {
     done
   done
   return 0
+}
+
+# Runs FUNC MODEL for every model of --nnet-models: side by side when --nnet-parallel
+# (each with DS_NUM_THREADS, its share of the cores, and its output prefixed "[model]"),
+# else one after another.  Fails once all have ended when any failed, naming them.
+#   for_each_model FUNC
+for_each_model() {
+  local fn=$1 m n i share pids=() failed="" models=()
+  read -r -a models <<< "$nnet_models"
+  n=${#models[@]}
+  if [ "$nnet_parallel" != true ] || [ "$n" -lt 2 ]; then
+    for m in "${models[@]}"; do "$fn" "$m"; done
+    return 0
+  fi
+  share=$(python -c 'from deepspeaker.threads import core_budget; print(core_budget()[0])')
+  share=$(( share / n > 0 ? share / n : 1 ))
+  log "stages 6-9: ${models[*]} side by side, $share core(s) each"
+  # Each in its own process group (set -m): a script's background jobs would ignore
+  # Ctrl-C, so the trap passes an interrupt on to every group and exits 130.
+  set -m
+  for m in "${models[@]}"; do
+    ( export DS_NUM_THREADS=$share
+      "$fn" "$m" 2>&1 | sed -u "s/^/[$m] /" ) &
+    pids+=($!)
+  done
+  set +m
+  _interrupted=""
+  # shellcheck disable=SC2064  # the pids are fixed now
+  trap "_interrupted=1; for p in ${pids[*]}; do kill -INT -- -\$p 2>/dev/null || true; done" INT TERM
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || failed="$failed ${models[$i]}"
+  done
+  trap - INT TERM
+  if [ -n "$_interrupted" ]; then
+    wait || true
+    log "interrupted (stages 6-9 of ${models[*]}); rerun to continue where they stopped"
+    exit 130
+  fi
+  [ -z "$failed" ] || die "stages 6-9 failed for:$failed (see the lines marked [model] above)"
+}
+
+# Stages 6-9 of one network: its trainings, then the embeddings and scores of each of
+# its systems, the stages of --stage..--stop-stage only.  The networks share nothing
+# until fusion (stage 10), so for_each_model may run them side by side.
+#   nnet_stages MODEL
+nnet_stages() {
+  local m=$1 s tag
+  if in_stages 6 && { has_strategy softmax || has_strategy softmax_triplet; }; then
+    # Softmax pre-training over the training speakers (paper §3.4).
+    log "stage 6: $m softmax pre-training"
+    train_system "$m" softmax "$nnet_train_dir" ""
+    if with_ablation && [ "$fusion_strategy" = softmax_triplet ]; then
+      log "stage 6: $m softmax pre-training without augmentation (ablation)"
+      train_system "$m" softmax "$data/$train_set" _noaug
+    fi
+  fi
+  if in_stages 7; then
+    # Cosine triplet loss with hard negatives searched over the whole batch on all ranks
+    # (paper §3.3), from the softmax model (softmax_triplet) and/or from scratch (triplet).
+    for s in softmax_triplet triplet; do
+      if has_strategy "$s"; then
+        log "stage 7: $m triplet training ($s)"
+        train_system "$m" "$s" "$nnet_train_dir" ""
+      fi
+      if with_ablation && [ "$s" = "$fusion_strategy" ] && [ "$s" != softmax ]; then
+        log "stage 7: $m triplet training ($s) without augmentation (ablation)"
+        train_system "$m" "$s" "$data/$train_set" _noaug
+      fi
+    done
+  fi
+  if in_stages 8 9; then
+    # 8: whole-utterance embeddings of the eval set from each experiment's best
+    # checkpoint (model settings from its config.yaml; a rerun with nothing changed does
+    # nothing).  9: the scores of every trial list by each back end of --nnet-backends:
+    # cosine (k-utterance models: averaged embeddings, T8) and PLDA (LDA + length norm +
+    # PLDA trained on the system's training-set embeddings, as Kaldi's x-vector recipe;
+    # stage 8 then embeds that set too).
+    for tag in $(nnet_tags "$m"); do
+      log "stages 8-9: embeddings and $nnet_backends scores of $eval_dir with $exp/$tag/best.pt"
+      embed_and_score "$tag"
+    done
+  fi
 }
 
 # Trains one Deep Speaker system, $exp/<model>_<strategy><suffix>, on TRAIN_DIR and
@@ -204,6 +308,11 @@ if in_stages 1; then
     validate_data_dir.sh --need feats.scp,vad.scp,utt2num_frames "$aug"
     python -m deepspeaker.bin.combine_data_dir "$nnet_train_dir" "$data/$train_set" "$aug"
     validate_data_dir.sh --need feats.scp,vad.scp,utt2num_frames "$nnet_train_dir"
+    # The clean set and its speed copies (--nnet-backend-set clean_speed), if any.
+    awk 'NR == FNR { if ($2 != "kind=speed") drop[$1] = 1; next } !($1 in drop) { print $1 }' \
+      "$aug/utt2aug" "$nnet_train_dir/utt2spk" > "$exp/augment/clean_speed_utts"
+    python -m deepspeaker.bin.subset_data_dir --utt-list "$exp/augment/clean_speed_utts" \
+      "$nnet_train_dir" "$backend_clean_speed"
   fi
 fi
 
@@ -253,60 +362,21 @@ if in_stages 5; then
   run_jobs.sh "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/$train_set"
   mkdir -p "$ivec/scores"
   lists=$(eval_trials)
+  enroll=()
+  [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
   for method in plda cosine; do
-    for t in $lists; do
-      # shellcheck disable=SC2046
-      run_jobs.sh "$ivec/log/score_${method}_$t.log" python -m deepspeaker.bin.score_plda \
-        --method "$method" $(enroll_opt "$t") "$ivec" "$eval_dir" "$eval_dir/$t" "$ivec/scores/${method}_$t"
-    done
+    # Every list in one run (each start pays for the imports and the i-vectors' load).
+    pairs=() ; for t in $lists; do pairs+=("$eval_dir/$t" "$ivec/scores/${method}_$t"); done
+    run_jobs.sh "$ivec/log/score_$method.log" python -m deepspeaker.bin.score_plda \
+      --method "$method" "${enroll[@]}" "$ivec" "$eval_dir" "${pairs[@]}"
   done
   python -m deepspeaker.bin.describe_system "$ivec" --kind ivector --train-set "$data/$train_set"
   python -m deepspeaker.bin.summarize_scores --title "i-vector baseline ($report_title)" "$ivec" "$eval_dir"
   log "stage 5: results in $ivec/RESULTS.md"
 fi
 
-if in_stages 6; then
-  # Softmax pre-training over the training speakers (paper §3.4).
-  if has_strategy softmax || has_strategy softmax_triplet; then
-    for m in $nnet_models; do
-      log "stage 6: $m softmax pre-training"
-      train_system "$m" softmax "$nnet_train_dir" ""
-      if with_ablation && [ "$fusion_strategy" = softmax_triplet ]; then
-        log "stage 6: $m softmax pre-training without augmentation (ablation)"
-        train_system "$m" softmax "$data/$train_set" _noaug
-      fi
-    done
-  fi
-fi
-
-if in_stages 7; then
-  # Cosine triplet loss with hard negatives searched over the whole batch on all ranks
-  # (paper §3.3), from the softmax model (softmax_triplet) and/or from scratch (triplet).
-  for m in $nnet_models; do
-    for s in softmax_triplet triplet; do
-      if has_strategy "$s"; then
-        log "stage 7: $m triplet training ($s)"
-        train_system "$m" "$s" "$nnet_train_dir" ""
-      fi
-      if with_ablation && [ "$s" = "$fusion_strategy" ] && [ "$s" != softmax ]; then
-        log "stage 7: $m triplet training ($s) without augmentation (ablation)"
-        train_system "$m" "$s" "$data/$train_set" _noaug
-      fi
-    done
-  done
-fi
-
-if in_stages 8 9; then
-  # 8: whole-utterance embeddings of the eval set from each experiment's best checkpoint
-  # (model settings from its config.yaml; a rerun with nothing changed does nothing).
-  # 9: the scores of every trial list by each back end of --nnet-backends: cosine
-  # (k-utterance models: averaged embeddings, T8) and PLDA (LDA + length norm + PLDA
-  # trained on the system's training-set embeddings, as Kaldi's x-vector recipe; stage
-  # 8 then embeds that set too).
-  for tag in $(nnet_tags); do
-    log "stages 8-9: embeddings and $nnet_backends scores of $eval_dir with $exp/$tag/best.pt"
-    embed_and_score "$tag"
-  done
+if in_stages 6 9; then
+  for_each_model nnet_stages
 fi
 
 if in_stages 10; then

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from deepspeaker.nnet.data import BatchPlan
+from deepspeaker.threads import core_budget
 from deepspeaker.utils import DeepSpeakerError
 
 logger = logging.getLogger(__name__)
@@ -43,25 +44,18 @@ logger = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 8
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def default_num_workers(cores: int | None = None) -> int:
     """``num_workers: auto``: one core is the training step's, the others build batches.
 
-    ``cores`` defaults to this process's share of the cores it may use (divided among
-    the ranks torchrun started on this node, ``LOCAL_WORLD_SIZE``).  With a single core a
-    worker would only compete with the step: 0.  With two, one worker overlaps loading
-    with the step (the main process keeps its core).
+    ``cores`` defaults to this process's share of its core budget
+    (:func:`deepspeaker.threads.core_budget`: ``DS_NUM_THREADS`` or the cores it may use),
+    divided among the ranks torchrun started on this node (``LOCAL_WORLD_SIZE``).  With a
+    single core a worker would only compete with the step: 0.  With two, one worker
+    overlaps loading with the step (the main process keeps its core).
     """
     if cores is None:
         ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-        cores = max(1, available_cores() // ranks_here)
+        cores = max(1, core_budget()[0] // ranks_here)
     return max(0, min(MAX_AUTO_WORKERS, cores - 1))
 
 
@@ -215,5 +209,5 @@ def iterate_batches(loader: DataLoader):
     return generate()
 
 
-__all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "available_cores", "batch_loader",
+__all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "batch_loader",
            "default_num_workers", "iterate_batches", "resolve_num_workers"]
