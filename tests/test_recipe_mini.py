@@ -156,6 +156,12 @@ def test_nnet_stages_6_to_9(recipe):
         assert (exp / tag / "scores/plda_trials").stat().st_size > 0
         model, strategy = tag.split("_", 1)
         clean = strategy.endswith("_noaug")
+        # The PLDA of an augmented system learns from the clean set and its speed copies
+        # (--nnet-backend-set clean_speed), that of an ablation twin from the clean set.
+        backend_set = "train" if clean else "train_clean_sp"
+        assert (exp / tag / f"log/extract_{backend_set}.log").exists(), tag
+        assert len(kaldiio.load_scp(str(exp / tag / backend_set / "embedding.scp"))) == (
+            24 if clean else 24 + 2 * 24)
         strategy = strategy.removesuffix("_noaug")
         suffix = "_noaug" if clean else ""
         assert system(exp / tag) == {
@@ -164,6 +170,19 @@ def test_nnet_stages_6_to_9(recipe):
             "fraction": 1.0, **({"augmented": False} if clean else {}),
             **({"init": str(exp / f"{model}_softmax{suffix}/best.pt")}
                if strategy == "softmax_triplet" else {})}
+
+
+def test_networks_train_side_by_side(recipe):
+    """--nnet-parallel (default): stages 6-9 of each network at once, one core each here."""
+    _, r = recipe
+    out = r.stdout + r.stderr
+    assert "stages 6-9: rescnn gru side by side" in out
+    for m in ("rescnn", "gru"):
+        assert f"[{m}] " in out and f"stage 6: {m} softmax pre-training" in out
+    from deepspeaker.threads import usable_cores
+
+    share = max(1, usable_cores() // 2)
+    assert "[gru] " in out and f"(DS_NUM_THREADS={share} / 1 job(s)" in out
 
 
 def test_fusion_and_report_stage_10(recipe):
@@ -356,6 +375,10 @@ def test_changed_nnet_conf_is_refused(recipe):
     assert r.returncode != 0
     assert "rm -r" in _output(r) and "rescnn_softmax" in _output(r), _output(r)[-3000:]
     assert best.read_bytes() == before
+    # The networks ran side by side: the failure names the one that failed, after the
+    # other one finished (its unchanged conf: nothing to do).
+    assert "stages 6-9 failed for: rescnn (" in _output(r), _output(r)[-3000:]
+    assert "[gru] " in _output(r)
 
 
 def test_new_source_checkpoint_makes_a_new_copy(recipe):

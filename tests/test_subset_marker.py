@@ -45,3 +45,28 @@ def test_same_signature_is_a_noop_another_redoes(tmp_path):
     r = _subset(src, dst, 1, 1.0)                                 # another source: redone
     assert r.returncode == 0 and "inputs." in r.stderr, r.stderr
     assert read_kaldi_map(dst / "utt2spk")["s05-u1"] == "s04"
+
+
+def _subset_list(src, dst, utt_list):
+    return subprocess.run([sys.executable, "-m", "deepspeaker.bin.subset_data_dir", "--utt-list",
+                           str(utt_list), str(src), str(dst)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_utt_list_keeps_the_listed_utterances_and_names_an_unknown_one(tmp_path):
+    src, dst = _src(tmp_path / "src"), tmp_path / "dst"
+    keep = tmp_path / "keep"
+    keep.write_text("s00-u0\ns03-u1 extra fields are ignored\n\ns05-u0\n")
+    r = _subset_list(src, dst, keep)
+    assert r.returncode == 0, r.stderr
+    assert read_kaldi_map(dst / "utt2spk") == {"s00-u0": "s00", "s03-u1": "s03", "s05-u0": "s05"}
+    assert read_kaldi_map(dst / "wav.scp")["s03-u1"] == "/x/s03-u1.wav"
+    stamp = os.stat(dst / "utt2spk").st_mtime_ns
+    assert _subset_list(src, dst, keep).returncode == 0          # same list: nothing to do
+    assert os.stat(dst / "utt2spk").st_mtime_ns == stamp
+
+    keep.write_text("s00-u0\ns09-u0\n")
+    r = _subset_list(src, tmp_path / "dst2", keep)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{keep}:2: utterance 's09-u0' is not in {src}/utt2spk" in r.stderr
+    assert not (tmp_path / "dst2/utt2spk").exists()

@@ -52,9 +52,12 @@ def subset_data_dir(src: Path, dst: Path, fraction: float | None, seed: int,
     A subset is derived data: another signature redoes it (``Marker.outputs_current``,
     which clears the marker first; it is written last).
     """
-    inputs = [src / name for name in KNOWN_FILES] + ([utt_list] if utt_list else [])
-    sig = signature(inputs=inputs, options={"seed": seed, "speaker_fraction": fraction,
-                                            "utt_list": utt_list is not None})
+    if utt_list is None:
+        sig = signature(inputs=[src / name for name in KNOWN_FILES],
+                        options={"seed": seed, "speaker_fraction": fraction})
+    else:
+        sig = signature(inputs=[src / name for name in KNOWN_FILES] + [utt_list],
+                        options={"utt_list": str(utt_list)})
     marker = Marker(dst / ".subset.done")
     if marker.outputs_current(sig, [dst / "utt2spk"]):
         logger.info("%s: up to date (same seed, fraction and source), nothing to do", dst)
