@@ -127,7 +127,7 @@ def bad_inputs(tmp_path: Path) -> tuple[DataDir, dict[str, str]]:
     }
     reasons = {
         "b-missing": "audio file not found",
-        "c-corrupt": "cannot read audio: Error opening",
+        "c-corrupt": "cannot read audio: not a readable audio file (",
         "d-empty": "empty: 0 samples",
         "e-short": "too short: 399 samples, fewer than one frame of 400",
         "f-rate": "sample rate is 8000 Hz, expected 16000 Hz",

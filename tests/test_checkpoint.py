@@ -21,35 +21,38 @@ from deepspeaker.nnet.checkpoint import (CHECKPOINT_VERSION, EpochStats, TrainSt
 from deepspeaker.nnet.config import train_config_from_dict
 from builders import base_config, make_exp, write_config, write_data_dir
 
-NOT_A_CHECKPOINT = "is not a deepspeaker checkpoint ({}); it will not be loaded"
-NOT_TORCH = "truncated, or not a file torch.save wrote"
+NOT_A_CHECKPOINT = "not a deepspeaker checkpoint ({}); it will not be loaded"
+UNREADABLE = "not a readable checkpoint (truncated or damaged: {}"
+NOT_ZIP = "bytes that do not start like the zip archive torch.save writes"
 OBJECTS = "it holds objects other than tensors, numbers, strings, lists and dicts"
 
 
 def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    """name -> (file, the reason the message must give)."""
+    """name -> (file, the message that must follow its path)."""
     good = tmp_path / "good.pt"
     save_checkpoint(good, {"model": {"w": torch.ones(3)}})
     data = good.read_bytes()
     out = {}
-    for name, content, why in (("truncated", data[: len(data) // 2], NOT_TORCH),
-                               ("empty", b"", NOT_TORCH),
-                               ("text", b"not a checkpoint\n", NOT_TORCH),
-                               ("keyerror", b"hello world\n", NOT_TORCH)):
+    for name, content, why in (
+            ("truncated", data[: len(data) // 2],
+             UNREADABLE.format(f"a zip archive of {len(data) // 2} bytes without its end")),
+            ("empty", b"", UNREADABLE.format("the file is empty")),
+            ("text", b"not a checkpoint\n", UNREADABLE.format(f"17 {NOT_ZIP}")),
+            ("keyerror", b"hello world\n", UNREADABLE.format(f"12 {NOT_ZIP}"))):
         path = tmp_path / f"{name}.pt"
         path.write_bytes(content)
         out[name] = (path, why)
     numpy_obj = tmp_path / "numpy.pt"
     torch.save({"model": {"w": np.zeros(3)}}, numpy_obj)
-    out["numpy"] = (numpy_obj, OBJECTS)
+    out["numpy"] = (numpy_obj, NOT_A_CHECKPOINT.format(OBJECTS))
     listed = tmp_path / "list.pt"
     torch.save([torch.ones(1)], listed)
-    out["list"] = (listed, "it holds a list, not a dict")
+    out["list"] = (listed, NOT_A_CHECKPOINT.format("it holds a list, not a dict"))
     return out
 
 
 def assert_one_message(err: str, path: Path, why: str) -> None:
-    assert f"{path} {NOT_A_CHECKPOINT.format(why)}" in err, err[-2000:]
+    assert f"{path}: {why}" in err, err[-2000:]
     for torch_words in ("Traceback", "weights_only", "PytorchStreamReader", "WeightsUnpickler"):
         assert torch_words not in err, (torch_words, err[-2000:])
 

@@ -9,6 +9,11 @@ A wav.scp value is either a file name (wav, flac, anything libsndfile reads; rel
 names are relative to the current directory, as in Kaldi) or a command ending in
 ``|`` that writes the audio to stdout; it is run with bash.
 
+A file that is not audio libsndfile reads is "not a readable audio file (reason)"; a
+WAV whose header promises more samples than the file holds (a copy cut short, which
+libsndfile would read quietly up to where it stops) and a FLAC whose decoding stops
+early are "truncated", never features of part of an utterance under its full name.
+
 Every way an utterance can be unusable raises (or, from ``iter_audio``, yields) an
 ``AudioError`` that names the utterance, the wav.scp or segments line, the file or
 command, and the reason; batch stages list the failed utterances and go on.
@@ -18,9 +23,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -105,12 +111,117 @@ def _run_pipe(value: str) -> bytes:
     return proc.stdout
 
 
+def _soundfile(source) -> sf.SoundFile:
+    """``sf.SoundFile(source)`` whose failure says what is wrong with the file, not with Python.
+
+    libsndfile's reason is kept, without soundfile's "Error opening <_io.BytesIO object
+    at 0x...>" prefix; its "does not exist" (which it also says of some files that
+    exist but hold no audio it knows) becomes "unknown format or damaged header".
+    """
+    try:
+        return sf.SoundFile(source)
+    except sf.LibsndfileError as e:
+        why = e.error_string.strip().rstrip(".")
+        if "not exist" in why or "not a regular file" in why:
+            why = "unknown format or damaged header"
+        raise _Unusable(f"cannot read audio: not a readable audio file ({why})") from None
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as e:
+        raise _Unusable(f"cannot read audio: not a readable audio file ({_clean(e)})") from None
+
+
+def _clean(e: BaseException) -> str:
+    """The text of a library error without object reprs (``<_io.BytesIO object at 0x...>``)."""
+    return _OBJECT_REPR.sub("the command's output", str(e)).strip() or type(e).__name__
+
+
+_OBJECT_REPR = re.compile(r"'?<[\w.]+ object at 0x[0-9a-fA-F]+>'?")
+# RIFF data sizes that mean "length unknown" (a writer that could not seek back, e.g.
+# into a pipe): Kaldi's wave reader reads such data to the end, and so do we.
+_STREAMED_SIZES = (0, 0xFFFFFFFF)
+
+
+def wav_shortfall(raw: BinaryIO, size: int) -> tuple[int, int] | None:
+    """(bytes the data chunk's header declares, bytes present) of a truncated RIFF WAV, else None.
+
+    libsndfile quietly shortens a WAV whose header promises more samples than the file
+    holds (a copy or download cut short) and reads what is there; Kaldi warns
+    "Truncated file?".  A cut-off file gives features for part of an utterance
+    under its full name, so we compare the header with the file ourselves.  Files
+    that are not RIFF WAV (RF64, FLAC, ...), or whose data size means "unknown",
+    give None.
+    """
+    raw.seek(0)
+    head = raw.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= size:
+        raw.seek(pos)
+        chunk = raw.read(8)
+        if len(chunk) < 8:
+            return None
+        declared = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"data":
+            present = size - (pos + 8)
+            if declared in _STREAMED_SIZES or declared <= present:
+                return None
+            return declared, present
+        pos += 8 + declared + (declared & 1)   # chunks are padded to an even size
+    return None
+
+
+def _truncation(raw: BinaryIO, size: int, f: sf.SoundFile) -> str | None:
+    """Why ``f`` (opened from ``raw``, ``size`` bytes) is cut short, or None."""
+    if f.format not in ("WAV", "WAVEX"):
+        return None
+    short = wav_shortfall(raw, size)
+    if short is None:
+        return None
+    declared, present = short
+    per_frame = max(1, f.channels * _BYTES_PER_SAMPLE.get(f.subtype, 2))
+    return (f"truncated: the WAV header promises {declared // per_frame} samples "
+            f"({declared} bytes), the file holds {present // per_frame} ({present} bytes)")
+
+
+_BYTES_PER_SAMPLE = {"PCM_U8": 1, "PCM_S8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2,
+                     "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
 def _open(value: str) -> sf.SoundFile:
+    """The recording of a wav.scp value, checked for a WAV header that promises too much."""
     if value.endswith("|"):
-        return sf.SoundFile(io.BytesIO(_run_pipe(value)))
-    if not os.path.exists(value):
-        raise _Unusable("audio file not found")
-    return sf.SoundFile(value)
+        data = _run_pipe(value)
+        f = _soundfile(io.BytesIO(data))
+        why = _truncation(io.BytesIO(data), len(data), f)
+    else:
+        if not os.path.exists(value):
+            raise _Unusable("audio file not found")
+        if not os.path.isfile(value):
+            raise _Unusable("not a regular file")
+        try:
+            with open(value, "rb") as raw:
+                f = _soundfile(value)
+                why = _truncation(raw, os.fstat(raw.fileno()).st_size, f)
+        except OSError as e:
+            raise _Unusable(f"cannot open the file: {e.strerror or e}") from None
+    if why:
+        f.close()
+        raise _Unusable(why)
+    return f
+
+
+def audio_problem(value: str) -> str | None:
+    """Why the recording ``value`` (a file name or ``command |``) cannot be opened, or None.
+
+    The checks of every read without decoding: missing, not audio, a WAV cut short.
+    For callers that vet files before using them (augmentation's RIR and noise lists),
+    so that they refuse what :func:`load_audio` would refuse later.
+    """
+    try:
+        with _open(value):
+            return None
+    except _Unusable as e:
+        return str(e)
 
 
 def _span_samples(span: tuple[float, float], sr: int, n: int) -> tuple[int, int]:
@@ -135,23 +246,27 @@ def _span_samples(span: tuple[float, float], sr: int, n: int) -> tuple[int, int]
 
 def _read(value: str, sample_rate: int, span: tuple[float, float] | None = None) -> np.ndarray:
     """Mono samples of the recording (or its segment ``span``), float32, int16 scale."""
-    try:
-        with _open(value) as f:
-            if f.samplerate != sample_rate:
-                raise _Unusable(f"sample rate is {f.samplerate} Hz, expected {sample_rate} Hz")
-            if f.channels != 1:
-                raise _Unusable(f"has {f.channels} channels, expected 1 (mono)")
-            n = f.frames
-            if n == 0:
-                raise _Unusable("empty: 0 samples")
-            if span is None:
-                x = f.read(dtype="float32", always_2d=True)
-            else:
-                a, b = _span_samples(span, f.samplerate, n)
+    with _open(value) as f:
+        if f.samplerate != sample_rate:
+            raise _Unusable(f"sample rate is {f.samplerate} Hz, expected {sample_rate} Hz")
+        if f.channels != 1:
+            raise _Unusable(f"has {f.channels} channels, expected 1 (mono)")
+        n = f.frames
+        if n == 0:
+            raise _Unusable("empty: 0 samples")
+        a, b = (0, n) if span is None else _span_samples(span, f.samplerate, n)
+        try:
+            if a:
                 f.seek(a)
-                x = f.read(b - a, dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as e:
-        raise _Unusable(f"cannot read audio: {e}") from None
+            x = f.read(b - a, dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as e:
+            why = e.error_string if isinstance(e, sf.LibsndfileError) else _clean(e)
+            raise _Unusable(f"cannot read audio: truncated or damaged, decoding failed "
+                            f"({why.strip().rstrip('.')})") from None
+    # A decoder that stops early (a FLAC cut short) gives fewer samples than its header.
+    if x.shape[0] < b - a:
+        raise _Unusable(f"truncated: the header promises {n} samples, only "
+                        f"{a + x.shape[0]} could be decoded")
     x = x[:, 0]
     x *= INT16_SCALE
     return x

@@ -17,7 +17,7 @@ per-frame outer products are (k, F) instead of (C, F).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -125,3 +125,35 @@ def compute_stats(gmm: DiagGmm, frames: np.ndarray, top_k: int | None = None,
     """Statistics of one utterance: N (C,) and F (C, D), float64."""
     n, f = compute_stats_batch(gmm, [frames], top_k, chunk_frames=chunk_frames)
     return n[0], f[0]
+
+
+def stats_of_utterances(gmm: DiagGmm, utterances: Iterable[tuple[str, np.ndarray]],
+                        top_k: int | None = None, batch_utts: int = 64
+                        ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(keys, N, F) of a stream of ``(utt, frames)``, computed ``batch_utts`` at a time.
+
+    Only one batch of frames is held at once, so a set of any size fits; the keys keep
+    the stream's order.  N is (U, C), F (U, C, D), float64; with no utterance at all
+    both are empty (0 rows).
+    """
+    keys: list[str] = []
+    n_all, f_all = [], []
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            n, f = compute_stats_batch(gmm, [x for _, x in batch], top_k=top_k)
+            keys.extend(u for u, _ in batch)
+            n_all.append(n)
+            f_all.append(f)
+            batch.clear()
+
+    for utt, x in utterances:
+        batch.append((utt, x))
+        if len(batch) >= batch_utts:
+            flush()
+    flush()
+    if not keys:
+        c, d = gmm.num_components, gmm.dim
+        return keys, np.zeros((0, c)), np.zeros((0, c, d))
+    return keys, np.concatenate(n_all), np.concatenate(f_all)

@@ -16,8 +16,9 @@ reads, because it holds only tensors, numbers, strings, lists and dicts:
   signature is refused (:func:`check_signature`): training again over a trained model
   would destroy it, so the force command is to remove the experiment dir.
 
-Writes are atomic (temp file + rename, :func:`save_checkpoint`); a file that is not a
-checkpoint, or is half written, is refused with one message naming it
+Writes are atomic (temp file + rename, :func:`save_checkpoint`); a file that is cut
+short or damaged ("not a readable checkpoint"), or holds anything but tensors and
+plain values ("not a deepspeaker checkpoint"), is refused with one message naming it
 (:func:`load_checkpoint`).
 """
 
@@ -29,6 +30,8 @@ import math
 import os
 import pickle
 import random
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -182,34 +185,126 @@ def remove_stale_temps(paths) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """The dict saved in ``path``; any file that is not one is a DeepSpeakerError naming it."""
-    not_torch = "truncated, or not a file torch.save wrote"
+    """The dict saved in ``path``; any file that is not one is a DeepSpeakerError naming it.
+
+    Three kinds of refusal, each one line: a file that is not there; a file torch
+    cannot read (cut short, damaged, or never written by torch.save: "not a readable
+    checkpoint", with what is wrong with it); a readable file holding anything but
+    tensors and plain values ("not a deepspeaker checkpoint ... will not be loaded":
+    loading it would mean running code from the file, so torch's advice to do that,
+    ``weights_only=False``, is never passed on).
+    """
+    broken = _failed_record(path)
+    if broken is not None:
+        raise DeepSpeakerError(f"{path}: not a readable checkpoint (truncated or damaged: "
+                               f"record {broken} of the archive fails its CRC check)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DeepSpeakerError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise DeepSpeakerError(f"{path}: is a directory, not a checkpoint") from None
     except pickle.UnpicklingError as e:
-        # torch's own message advises weights_only=False, i.e. running the file's code: no.
-        what = ("it holds objects other than tensors, numbers, strings, lists and dicts"
-                if "unsupported global" in str(e).lower() else not_torch)
-        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint ({what}); "
-                               f"it will not be loaded") from None
-    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError, OSError):
-        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint ({not_torch}); "
-                               f"it will not be loaded") from None
+        if _holds_objects(e):
+            raise DeepSpeakerError(
+                f"{path}: not a deepspeaker checkpoint (it holds objects other than tensors, "
+                f"numbers, strings, lists and dicts); it will not be loaded") from None
+        raise DeepSpeakerError(f"{path}: not a readable checkpoint ({_damage(path)})") from None
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError, OSError,
+            AttributeError, ImportError, UnicodeDecodeError, MemoryError):
+        # every way torch's zip and pickle readers fail on bytes that are not a whole
+        # checkpoint; what they say (PytorchStreamReader ...) names neither file nor cause
+        raise DeepSpeakerError(f"{path}: not a readable checkpoint ({_damage(path)})") from None
     if not isinstance(ckpt, dict):
-        raise DeepSpeakerError(f"{path} is not a deepspeaker checkpoint (it holds a "
+        raise DeepSpeakerError(f"{path}: not a deepspeaker checkpoint (it holds a "
                                f"{type(ckpt).__name__}, not a dict); it will not be loaded")
     return ckpt
+
+
+def _holds_objects(e: pickle.UnpicklingError) -> bool:
+    """Whether torch's weights-only unpickler refused a global (an object, code): not damage."""
+    return "unsupported global" in str(e).lower()
+
+
+def _failed_record(path: str | os.PathLike) -> str | None:
+    """The first record of checkpoint ``path`` whose bytes do not match their CRC-32, or None.
+
+    torch.load does not check the CRCs torch.save writes, so damage inside a tensor
+    (a bad sector, a botched copy) would load quietly as wrong weights.  Reading the
+    file once more costs about a second per GB; a record stored without a CRC (0: an
+    empty one, or a writer that turned CRCs off) is not checked.  Anything that is not
+    a readable zip is left to torch.load and :func:`_damage`.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0:
+                    continue
+                try:
+                    with z.open(info) as f:
+                        while f.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+                    return info.filename
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+    return None
+
+
+def _damage(path: str | os.PathLike) -> str:
+    """What is wrong with a checkpoint file torch could not read, in the file's own terms.
+
+    torch.save writes a zip archive; the tail of a zip (its central directory) is what
+    a cut-short copy loses first, so "truncated" is told from "not torch.save's format"
+    by the zip signatures at the start and the end of the file.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    if size == 0:
+        return "truncated or damaged: the file is empty"
+    if head != b"PK\x03\x04":
+        return (f"truncated or damaged: {size} bytes that do not start like the zip archive "
+                f"torch.save writes")
+    try:
+        with zipfile.ZipFile(path) as z:
+            broken = z.testzip()
+    except zipfile.BadZipFile:
+        return (f"truncated or damaged: a zip archive of {size} bytes without its end "
+                f"(central directory); a copy or save cut short?")
+    except (OSError, EOFError, ValueError, RuntimeError, zlib.error) as e:
+        return f"truncated or damaged: the zip archive cannot be read ({e})"
+    if broken is not None:
+        return f"truncated or damaged: record {broken} of the archive fails its CRC check"
+    return "truncated or damaged: torch cannot read its records"
+
+
+def load_weights(model: nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Load ``ckpt["model"]`` into ``model``, refusing a checkpoint of another network.
+
+    The recorded architecture must match (:func:`check_compatible`, naming both); a
+    state dict that still does not fit (a damaged or hand-edited file) is one message
+    naming the file, not torch's list of missing keys in a traceback.
+    """
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise ConfigError(f"{path}: not a training checkpoint (no 'model' / 'model_config')")
+    check_compatible(ckpt["model_config"], model.config(), path)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        name = dict(ckpt["model_config"]).get("name", "?")
+        raise DeepSpeakerError(f"{path}: the weights do not fit the {name} network the "
+                               f"checkpoint records ({first})") from None
 
 
 def load_init(path: str | os.PathLike, model: nn.Module) -> None:
     """Start ``model`` from the embedding weights of another experiment's checkpoint."""
     ckpt = load_checkpoint(path)
-    if "model" not in ckpt or "model_config" not in ckpt:
-        raise ConfigError(f"{path}: not a training checkpoint (no 'model' / 'model_config')")
-    check_compatible(ckpt["model_config"], model.config(), path)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, path)
     logger.info("initialised the embedding network from %s (stage %s, epoch %s)", path,
                 ckpt.get("train_config", {}).get("stage", "?"), ckpt.get("epoch", "?"))
 
@@ -292,6 +387,6 @@ def contiguous(tree):
 
 
 __all__ = ["CHECKPOINT_VERSION", "DATA_FILES", "EpochStats", "TrainState", "check_signature",
-           "contiguous", "experiment_signature", "load_checkpoint", "load_init",
+           "contiguous", "experiment_signature", "load_checkpoint", "load_init", "load_weights",
            "remove_stale_temps", "rng_state", "save_checkpoint", "set_rng_state",
            "training_checkpoint"]

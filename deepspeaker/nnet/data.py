@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ import kaldiio
 import numpy as np
 
 from deepspeaker.data import DataDir
+from deepspeaker.data.ark import FeatureFileError, load_entry, require_readable_features
 from deepspeaker.features import prepare_features
 from deepspeaker.utils import DeepSpeakerError
 
@@ -235,11 +237,16 @@ class FeatureSet:
         ``max_frames`` keeps only the first frames of each prepared utterance (to bound
         dev embedding time); None keeps all.  ``max_memory_gb``: keep the features in
         memory only when their estimated size is within it (None: always in memory);
-        otherwise read them from disk per batch.
+        otherwise read them from disk per batch.  A feats.scp or vad.scp entry whose ark
+        is cut short or damaged stops it (FeatureFileError naming the utterance, the
+        scp file and line, and the ark) before anything is read.
         """
         data = DataDir.load(data_dir)
         if data.feats_scp is None:
             raise TrainingDataError(f"{data.path}/feats.scp: missing; run the fbank stage first")
+        # A damaged ark stops training before any work, naming the first bad entry:
+        # training on silently missing utterances would be a wrong answer, not a warning.
+        require_readable_features(data, data.utts)
         in_memory, why = True, "no memory limit"
         if max_memory_gb is not None:
             size, how = estimate_feature_bytes(data)
@@ -261,8 +268,8 @@ class FeatureSet:
                     continue
                 vad_rx = data.vad_scp[utt]
             feats_rx = data.feats_scp[utt]
+            raw, vad, where = _read_raw(disk, data, utt, feats_rx, vad_rx)
             try:
-                raw, vad, where = disk.read_raw(feats_rx, vad_rx)
                 x = prepare_features(raw, vad)
             except ValueError as e:
                 dropped[utt] = str(e)
@@ -657,6 +664,28 @@ def _read_prepared(feats_rx: str, vad_rx: str | None, max_frames: int | None) ->
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+# What reading a feats.scp / vad.scp entry raises on a file that is not what it should
+# be (kaldiio's checks are bare asserts; ours are TrainingDataError).
+_READ_ERRORS = (TrainingDataError, AssertionError, ValueError, RuntimeError, OSError, EOFError,
+                IndexError, KeyError, TypeError, struct.error, UnicodeDecodeError)
+
+
+def _read_raw(disk: DiskIndexBuilder, data: DataDir, utt: str, feats_rx: str,
+              vad_rx: str | None):
+    """``disk.read_raw`` of one utterance; a damaged entry is a FeatureFileError naming it.
+
+    :func:`require_readable_features` has already checked every entry it can size;
+    this catches the rest (text arks, pipes, damage inside compressed matrices).
+    """
+    try:
+        return disk.read_raw(feats_rx, vad_rx)
+    except _READ_ERRORS as e:
+        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise FeatureFileError(utt, f"cannot read its features or VAD ({what})",
+                               scp=str(data.path / "feats.scp"),
+                               line=data.line_of("feats.scp", utt), entry=feats_rx) from None
+
+
 def _ark_path(rxfile: str) -> str:
     """The file of a feats.scp entry ``path.ark:offset`` (or ``path`` alone)."""
     head, sep, tail = rxfile.rpartition(":")
@@ -675,7 +704,9 @@ def estimate_feature_bytes(data: DataDir) -> tuple[int, str]:
         return 0, "empty feats.scp"
     nframes = data.utt2num_frames
     if nframes and all(u in nframes for u in scp):
-        bins = kaldiio.load_mat(next(iter(scp.values()))).shape[1]
+        first = next(iter(scp))
+        bins = load_entry(scp[first], utt=first, scp=data.path / "feats.scp",
+                          line=data.line_of("feats.scp", first)).shape[1]
         return sum(int(nframes[u]) for u in scp) * bins * 4, "utt2num_frames"
     files = {_ark_path(rx) for rx in scp.values()}
     try:

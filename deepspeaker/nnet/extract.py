@@ -35,19 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import kaldiio
 import numpy as np
 import torch
 
 from ..data import DataDir
-from ..data.ark import ArkWriter
+from ..data.ark import ArkWriter, FeatureFileError, read_utt_features
 from ..features import prepare_features
 from ..marker import Marker, signature
 from ..utils import ConfigError, DeepSpeakerError, atomic_write, load_yaml
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .config import train_config_from_dict
 from .data import pad_batch
-from .models import EmbeddingNet, check_compatible, model_from_config
+from .models import EmbeddingNet, model_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +90,7 @@ def load_embedder(exp_dir: str | os.PathLike, checkpoint: str = "best.pt",
     config = train_config_from_dict(load_yaml(cfg_path), where=str(cfg_path))
     model = model_from_config({"name": config.model.name, "options": dict(config.model.options)})
     ckpt_path = Path(checkpoint) if os.path.isabs(checkpoint) else exp_dir / checkpoint
-    ckpt = load_checkpoint(ckpt_path)
-    if "model" not in ckpt or "model_config" not in ckpt:
-        raise ConfigError(f"{ckpt_path}: not a training checkpoint (no 'model' / 'model_config')")
-    check_compatible(ckpt["model_config"], model.config(), ckpt_path)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, load_checkpoint(ckpt_path), ckpt_path)
     model.eval()
     if device is not None:
         model.to(device)
@@ -109,26 +104,23 @@ def split_chunks(x: np.ndarray, max_frames: int) -> list[np.ndarray]:
 
 
 def _read_utterances(data: DataDir, failed: dict[str, str]) -> Iterator[tuple[str, np.ndarray]]:
-    """(utt, prepared features) in sorted order; unusable ones go to ``failed`` with a reason."""
-    where = data.path
+    """(utt, prepared features) in sorted order; unusable ones go to ``failed`` with a reason.
+
+    A damaged or truncated ark costs only the utterances whose entries point into the
+    damage (the reason names the scp file and line and the ark); the rest are embedded.
+    """
     for utt in data.utts:
-        rx = data.feats_scp.get(utt)
-        if rx is None:
-            failed[utt] = f"no entry in {where}/feats.scp"
-            continue
-        vad_rx = None
-        if data.vad_scp is not None:
-            vad_rx = data.vad_scp.get(utt)
-            if vad_rx is None:
-                failed[utt] = f"no entry in {where}/vad.scp"
-                continue
         try:
-            raw = kaldiio.load_mat(rx)
-            vad = kaldiio.load_mat(vad_rx) if vad_rx is not None else None
+            raw, vad = read_utt_features(data, utt)
+        except FeatureFileError as e:
+            failed[utt] = e.listing
+            logger.warning("%s; not embedded", e)
+            continue
+        try:
             x = prepare_features(raw, vad)
-        except (OSError, ValueError, EOFError) as e:
+        except ValueError as e:
             line = data.line_of("feats.scp", utt)
-            failed[utt] = f"{where}/feats.scp:{line}: {rx}: {e}"
+            failed[utt] = f"{data.path}/feats.scp:{line}: {data.feats_scp[utt]}: {e}"
             continue
         if x.shape[0] == 0:
             failed[utt] = "no voiced frames"
