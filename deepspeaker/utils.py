@@ -2,14 +2,13 @@
 
 They live in one place so that every stage logs the same way, every output file
 is written with the same temp-and-rename discipline (a crash or Ctrl-C never
-leaves a half-written file under its final name), and every config rejects
-unknown keys the same way.
+leaves a half-written file under its final name), and every config is checked the
+same way, key by key and value by value (``deepspeaker.config_types``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -116,56 +115,67 @@ def _umask() -> int:
 T = TypeVar("T")
 
 
-def dataclass_from_dict(cls: Type[T], values: Mapping[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``values``, refusing keys it does not declare.
+def dataclass_from_dict(cls: Type[T], values: Mapping[str, Any] | None,
+                        where: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``values``, checking every key and every value.
 
     A misspelt option silently falling back to its default is the commonest way an
     experiment ends up not being the one that was meant, so unknown keys are errors,
-    at every level: a field whose type is itself a dataclass is built the same way
-    from its sub-mapping (``where`` then names the path, e.g. ``conf.yaml: backend.plda``).
+    at every level; a value is checked against its field's type hint and declared range
+    (``deepspeaker.config_types``: the coercions and why).  A ConfigError reads
+    ``where: dotted.key: what is wrong``; ``where`` defaults to the file ``values`` was
+    read from (:func:`load_yaml`), else ``config``.
     """
-    import typing
+    from .config_types import build_config
 
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"known keys are {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():
-        sub = hints.get(name)
-        if dataclasses.is_dataclass(sub) and not isinstance(value, sub):
-            if value is not None and not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: '{name}' must be a mapping, got {value!r}")
-            sep = "." if ": " in where else ": "
-            values[name] = dataclass_from_dict(sub, value, f"{where}{sep}{name}")
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
+    if where is None:
+        where = getattr(values, "source", None) or "config"
+    return build_config(cls, values, where)
 
 
-def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping; an empty file is an empty mapping."""
+class ConfigDict(dict):
+    """The mapping :func:`load_yaml` returns: a plain dict that remembers its file.
+
+    ``source`` travels with the values however many hands they pass through, so a stage
+    given a dict (``compute_fbank_vad(config=...)``) still names the file in its
+    messages.  Copies (``dict(d)``, ``{**d}``) are plain dicts and forget it.
+    """
+
+    source: str | None = None
+
+
+def _yaml():
     import yaml
 
+    # save_yaml(cfg) with a ConfigDict inside writes it as the mapping it is.
+    yaml.SafeDumper.add_representer(ConfigDict, yaml.SafeDumper.represent_dict)
+    return yaml
+
+
+def load_yaml(path: str | os.PathLike) -> ConfigDict:
+    """Read a YAML mapping (a :class:`ConfigDict` naming ``path``); an empty file is empty."""
+    yaml = _yaml()
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:  # a directory, no permission
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if data is None:
-        return {}
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    out = ConfigDict(data)
+    out.source = str(path)
+    return out
 
 
 def save_yaml(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-    import yaml
-
+    yaml = _yaml()
     with atomic_write(path) as f:
         yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=False)

@@ -74,7 +74,9 @@ class FeatureConfig:
     vad: VadOptions = field(default_factory=VadOptions)
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "config") -> "FeatureConfig":
+    def from_dict(cls, d: dict, where: str | None = None) -> "FeatureConfig":
+        """The checked config; a ConfigError names ``where`` (default: the file ``d`` was
+        read from, see ``load_yaml``) and the dotted key, e.g. ``fbank.dither``."""
         return dataclass_from_dict(cls, d, where)
 
     def to_dict(self) -> dict:

@@ -104,8 +104,10 @@ def read_backend_config(path: Path | None, lda_dim: int | None) -> BackendOption
     if path is None:
         raise DeepSpeakerError("--vectors needs --config (the back-end config, e.g. "
                                "conf/embedding_backend.yaml)")
-    values = load_yaml(path) or {}
+    values = load_yaml(path)
     if lda_dim is not None:
+        if lda_dim < 1:  # named as the user gave it, not as a key of the file
+            raise DeepSpeakerError(f"--lda-dim must be >= 1, got {lda_dim}")
         values = {**values, "lda_dim": lda_dim}
     return dataclass_from_dict(BackendOptions, values, where=str(path))
 

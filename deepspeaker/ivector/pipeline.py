@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..config_types import Seed
 from ..data import DataDir
 from ..marker import file_digest, signature
 from ..utils import (DeepSpeakerError, SizeMismatchError, dataclass_from_dict, load_yaml,
@@ -42,7 +43,11 @@ logger = logging.getLogger(__name__)
 
 
 def _at_least(owner: object, minimum: int, *names: str) -> None:
-    """ValueError for a count below ``minimum`` (dataclass_from_dict makes it a ConfigError)."""
+    """ValueError for a count below ``minimum`` (dataclass_from_dict makes it a ConfigError).
+
+    The types of every field are checked when the config is read
+    (``deepspeaker.config_types``); this is the range, for a config built in code too.
+    """
     for name in names:
         value = getattr(owner, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -55,7 +60,7 @@ class UbmOptions:
     num_components: int = 1024      # paper §4.2 scale; the mini recipe uses fewer
     max_frames: int = 500_000       # seeded random subset of voiced frames, as Kaldi does
     max_iter: int = 20
-    seed: int = 0
+    seed: Seed = 0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "num_components", "max_frames", "max_iter")
@@ -76,7 +81,7 @@ class ExtractorOptions:
     num_iters: int = 10
     min_divergence: bool = True
     update_sigma: bool = False
-    seed: int = 0
+    seed: Seed = 0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "rank")
@@ -101,7 +106,8 @@ class IvectorConfig:
     backend: BackendOptions = field(default_factory=BackendOptions)
 
     @classmethod
-    def from_dict(cls, d: dict | None, where: str = "config") -> "IvectorConfig":
+    def from_dict(cls, d: dict | None, where: str | None = None) -> "IvectorConfig":
+        """The checked config; a ConfigError names ``where`` (default: the file) and the key."""
         return dataclass_from_dict(cls, d, where)
 
     def to_dict(self) -> dict:

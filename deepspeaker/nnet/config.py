@@ -2,9 +2,11 @@
 
 One YAML per experiment (``egs/*/conf/<model>_<stage>.yaml``) is read into
 :class:`TrainConfig` by :func:`train_config_from_dict`, which refuses unknown keys at
-every level.  The trainer saves the merged config as ``exp/<tag>/config.yaml``, and
-extraction rebuilds the network from that file, so both import this module and
-extraction never imports the training loop.
+every level and checks every value against its type and range
+(:mod:`deepspeaker.config_types`), naming the file and the dotted key.  The trainer
+saves the merged config as ``exp/<tag>/config.yaml``, and extraction rebuilds the
+network from that file, so both import this module and extraction never imports the
+training loop.
 
 Two kinds of settings live here:
 
@@ -25,17 +27,30 @@ keys existed keeps its signature and resumes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal
 
+from deepspeaker.config_types import (
+    Count,
+    NonNegative,
+    NonNegativeInt,
+    Parse,
+    Positive,
+    Range,
+    Seed,
+    check_value,
+)
 from deepspeaker.nnet.data import STAGES, SpecAugment, check_chunk_range
-from deepspeaker.nnet.triplet import MARGIN
+from deepspeaker.nnet.models import MODELS, ModelOptions
+from deepspeaker.nnet.triplet import MARGIN, SCOPES, SELECTIONS
 from deepspeaker.utils import dataclass_from_dict
 
 LR_START = 0.05  # paper §4.3
 LR_END = 0.005  # paper §4.3
 MOMENTUM = 0.99  # paper §4.3
 AMP_MODES = ("auto", "bf16", "off")
+MODEL_NAMES = tuple(sorted(MODELS))
 # Where and how a run computes, not what it learns: free to change between restarts.
 RUN_SETTINGS = ("device", "save_every_steps", "log_every_steps", "amp", "channels_last",
                 "max_memory_gb", "loader")
@@ -43,18 +58,30 @@ RUN_SETTINGS = ("device", "save_every_steps", "log_every_steps", "amp", "channel
 OFF_BY_DEFAULT = {"spec_augment": dataclasses.asdict(SpecAugment()), "chunk_frames_range": None}
 
 
+def _model_options(value: Any) -> Any:
+    """Check ``model.options`` against :class:`ModelOptions` now, not when the trainer builds it.
+
+    The mapping keeps the keys and values as written (a string number becomes the number
+    it reads as), so the saved config and the experiment's signature are those of the file.
+    """
+    if not isinstance(value, Mapping):
+        return value  # None (an empty section) or refused as "expected a mapping"
+    opts = check_value(ModelOptions, value, "model.options")
+    return {k: getattr(opts, k) if isinstance(v, str) else v for k, v in value.items()}
+
+
 @dataclass
 class ModelSection:
-    name: str = "rescnn"
-    options: dict = field(default_factory=dict)
+    name: Literal[MODEL_NAMES] = "rescnn"
+    options: Annotated[dict, Parse(_model_options)] = field(default_factory=dict)
 
 
 @dataclass
 class OptimizerSection:
-    lr_start: float = LR_START
-    lr_end: float = LR_END
-    momentum: float = MOMENTUM
-    weight_decay: float = 0.0
+    lr_start: Positive = LR_START
+    lr_end: Positive = LR_END
+    momentum: Annotated[float, Range(ge=0, lt=1)] = MOMENTUM
+    weight_decay: NonNegative = 0.0
 
 
 @dataclass
@@ -63,85 +90,67 @@ class SoftmaxSection:
     # for every class: the softmax is almost uniform and its gradient tiny.  Multiplying
     # the embedding by a fixed scale (as in normalised-softmax / AM-softmax training)
     # gives logits a usable range from the first step.
-    scale: float = 16.0
+    scale: Positive = 16.0
 
 
 @dataclass
 class TripletSection:
-    margin: float = MARGIN
-    scope: str = "global"
-    selection: str = "hardest"
+    margin: NonNegative = MARGIN
+    scope: Literal[SCOPES] = "global"
+    selection: Literal[SELECTIONS] = "hardest"
 
 
 @dataclass
 class DevSection:
     enabled: bool = True
-    num_negatives: int = 19     # paper §4.1 uses 99; fewer keep the per-epoch check cheap
-    max_frames: int = 0         # 0: the whole voiced utterance
-    batch_size: int = 32
+    num_negatives: Count = 19      # paper §4.1 uses 99; fewer keep the per-epoch check cheap
+    max_frames: NonNegativeInt = 0  # 0: the whole voiced utterance
+    batch_size: Count = 32
 
 
 @dataclass
 class LoaderSection:
     """How batches are built (:mod:`deepspeaker.nnet.loader`); a run setting."""
 
-    num_workers: int | str = "auto"   # auto: from the cores this process may use; 0: main process
-    prefetch: int = 2                 # batches built ahead per worker
-
-    def __post_init__(self) -> None:
-        n = self.num_workers
-        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ValueError(f"loader.num_workers must be auto or an integer >= 0, got {n!r}")
-        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 1:
-            raise ValueError(f"loader.prefetch must be an integer >= 1, got {self.prefetch!r}")
+    # auto: from the cores this process may use; 0: the main process
+    num_workers: Literal["auto"] | NonNegativeInt = "auto"
+    prefetch: Count = 2             # batches built ahead per worker
 
 
 @dataclass
 class TrainConfig:
+    """What ``conf/<model>_<stage>.yaml`` may hold; types and ranges are checked when read."""
+
     model: ModelSection = field(default_factory=ModelSection)
-    stage: str = "softmax"
-    chunk_frames: int = 160
-    chunk_frames_range: list | None = None   # [min, max]: one length per global batch; None: chunk_frames
+    stage: Literal[STAGES] = "softmax"
+    chunk_frames: Count = 160
+    # [min, max]: one length per global batch; None: chunk_frames
+    chunk_frames_range: list[int] | None = None
     spec_augment: SpecAugment = field(default_factory=SpecAugment)
-    min_frames: int = 20
-    batch_size: int = 64
-    epochs: int = 10
+    min_frames: Count = 20
+    batch_size: Count = 64
+    epochs: Count = 10
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     softmax: SoftmaxSection = field(default_factory=SoftmaxSection)
     triplet: TripletSection = field(default_factory=TripletSection)
     dev: DevSection = field(default_factory=DevSection)
-    early_stopping_patience: int = 0  # epochs without a lower dev EER before stopping; 0: never
-    seed: int = 0
+    early_stopping_patience: NonNegativeInt = 0  # epochs without a lower dev EER; 0: never stop
+    seed: Seed = 0
     init: str | None = None
-    save_every_steps: int = 200
-    log_every_steps: int = 10
+    save_every_steps: Count = 200
+    log_every_steps: Count = 10
     device: str = "auto"
-    amp: str = "auto"                   # auto | bf16 | off (auto: bf16 on CUDA)
-    channels_last: str | bool = "auto"  # auto | true | false (auto: ResCNN on CUDA)
-    max_memory_gb: float = 8.0          # features larger than this are read from disk per batch
+    amp: Literal[AMP_MODES] = "auto"    # auto: bf16 on CUDA (a bare YAML `off` is "off")
+    # auto: ResCNN on CUDA; the quoted words are accepted as what they say
+    channels_last: Literal["auto", "true", "false"] | bool = "auto"
+    max_memory_gb: NonNegative = 8.0  # features larger than this are read from disk per batch
     loader: LoaderSection = field(default_factory=LoaderSection)
 
     def __post_init__(self) -> None:
-        if self.amp is False:  # YAML 1.1 reads a bare `off` as false
-            self.amp = "off"
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp={self.amp!r}: expected one of {', '.join(AMP_MODES)}")
-        if isinstance(self.channels_last, str) and self.channels_last.lower() in ("true", "false"):
-            self.channels_last = self.channels_last.lower() == "true"
-        if self.channels_last not in ("auto", True, False) or \
-                (self.channels_last != "auto" and not isinstance(self.channels_last, bool)):
-            raise ValueError(f"channels_last={self.channels_last!r}: expected auto, true or false")
-        if isinstance(self.max_memory_gb, bool) or not isinstance(self.max_memory_gb, (int, float)) \
-                or not self.max_memory_gb >= 0:
-            raise ValueError(f"max_memory_gb must be a number >= 0, got {self.max_memory_gb!r}")
+        if self.channels_last in ("true", "false"):
+            self.channels_last = self.channels_last == "true"
         if self.chunk_frames_range is not None:
             self.chunk_frames_range = list(check_chunk_range(self.chunk_frames_range))
-        if self.stage not in STAGES:
-            raise ValueError(f"stage={self.stage!r}: expected one of {', '.join(STAGES)}")
-        for key in ("chunk_frames", "min_frames", "batch_size", "epochs", "save_every_steps",
-                    "log_every_steps"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,8 +161,9 @@ class TrainConfig:
                 if k not in RUN_SETTINGS and not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}
 
 
-def train_config_from_dict(values: Mapping[str, Any] | None, where: str = "train config") -> TrainConfig:
-    """Build a :class:`TrainConfig`; unknown keys at any level are a ConfigError naming them."""
+def train_config_from_dict(values: Mapping[str, Any] | None, where: str | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig`; an unknown key or a value of the wrong type or range is
+    a ConfigError naming ``where`` (default: the file ``values`` was read from) and the key."""
     return dataclass_from_dict(TrainConfig, values, where=where)
 
 
@@ -167,6 +177,6 @@ def resolve_speed_settings(config: TrainConfig, device) -> tuple[bool, bool]:
     return bf16, channels_last
 
 
-__all__ = ["AMP_MODES", "LR_END", "LR_START", "MOMENTUM", "OFF_BY_DEFAULT", "RUN_SETTINGS",
+__all__ = ["AMP_MODES", "LR_END", "LR_START", "MODEL_NAMES", "MOMENTUM", "OFF_BY_DEFAULT", "RUN_SETTINGS",
            "DevSection", "LoaderSection", "ModelSection", "OptimizerSection", "SoftmaxSection", "TrainConfig", "TripletSection",
            "resolve_speed_settings", "train_config_from_dict"]
