@@ -197,6 +197,22 @@ def test_stage1_reads_a_latin1_path_through_a_command(tmp_path):
     assert sorted(_features_of(d, tmp_path)) == ["spkA-u1", "spkA-u2", "spkB-u1", "spkB-u2"]
 
 
+def test_stage1_lists_a_missing_latin1_path_and_finishes_the_others(tmp_path):
+    """The reason in failed_utts quotes the path byte for byte; the dir stays valid."""
+    d = _data_dir(tmp_path, latin1_path=True)
+    missing = os.fsencode(tmp_path / "wav") + b"/" + LATIN1_WAV
+    os.unlink(missing)
+    rc = compute_fbank_vad.main([str(d), str(tmp_path / "log"), "--nj", "2",
+                                 "--max-failed-fraction", "0.5"])
+    assert rc == 0
+    failed = (d / "failed_utts").read_bytes()
+    assert failed.startswith(b"spkB-u2 ") and missing in failed and b"not found" in failed
+    feats = (d / "feats.scp").read_text().splitlines()
+    assert [line.split()[0] for line in feats] == ["spkA-u1", "spkA-u2", "spkB-u1"]
+    assert validate_data_dir.main([str(d)]) == 0
+    assert [p for p in tmp_path.rglob("*") if "tmp" in p.name] == []
+
+
 @pytest.mark.xfail(strict=True, reason="needs deepspeaker/data/audio.py:_open to pass "
                    "os.fsencode(path) to soundfile, which encodes str paths as strict UTF-8")
 def test_stage1_reads_a_latin1_path(tmp_path):

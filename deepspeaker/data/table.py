@@ -12,8 +12,9 @@ the middle of a job (stage 1 died in kaldiio with ``UnicodeEncodeError``, losing
 job's other utterances).  So every id (utterance, speaker, recording, trial, model)
 must be valid UTF-8: a line that is not is refused when it is read, before any work
 starts, naming ``file:line``, the byte and its column (:data:`NOT_UTF8`).  The one
-exception is the *value* of the files of :data:`BYTE_VALUE_FILES` (``wav.scp``: an
-audio path or a ``command |``; ``failed_utts``: a reason that quotes one): a path is
+exception is the *value* of ``wav.scp`` (an audio path or a ``command |``) and of the
+lists of failures (``failed_utts``, a stage-1 job's ``failed_utts_<set>.<job>``, a source
+list's ``failed``: a reason that quotes such a path), :func:`has_byte_values`: a path is
 not an id, and a file on disk may be named in any bytes, so there only the key must
 be UTF-8 and the value is kept as read (undecodable bytes as surrogates, which
 ``open()`` and ``subprocess`` turn back into the same bytes, and which the writers
@@ -96,6 +97,13 @@ def id_problem(s: str) -> str | None:
     return None
 
 
+def has_byte_values(path: str | Path) -> bool:
+    """Whether only the keys of ``path`` must be UTF-8 (the module docstring): wav.scp and
+    the lists of failures, whose names start with ``failed``."""
+    name = Path(path).name
+    return name in BYTE_VALUE_FILES or name.startswith("failed")
+
+
 def _decode(raw: bytes, bytes_after_key: bool) -> tuple[str | None, str | None]:
     """(text, None) for a line that keeps the UTF-8 rule, (None, why) for one that does not."""
     try:
@@ -117,11 +125,10 @@ def iter_lines(path: str | Path, *, bytes_after_key: bool | None = None,
     A line that is not valid UTF-8 raises TableError naming ``path:line`` (the UTF-8
     rule), or, with ``on_bad_line``, is passed to it as ``(lineno, why)`` and left out:
     the validator reports every such line and goes on.  ``bytes_after_key``: only the
-    first field must be UTF-8; default: whether the file's name is one of
-    :data:`BYTE_VALUE_FILES`.
+    first field must be UTF-8; default: :func:`has_byte_values`.
     """
     if bytes_after_key is None:
-        bytes_after_key = Path(path).name in BYTE_VALUE_FILES
+        bytes_after_key = has_byte_values(path)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -261,6 +268,6 @@ BYTE_VALUE_FILES = frozenset(k.name for k in FILE_KINDS if k.byte_values)
 
 __all__ = ["BYTE_VALUE_FILES", "FIELD_SEP", "FILE_KINDS", "FileKind", "KINDS_BY_NAME",
            "KNOWN_FILES", "Line", "NOT_UTF8", "NUM_FIELDS", "REC", "REQUIRED_FILES", "SPK",
-           "STAGE_FILES", "TableError", "UTT", "byte_key", "fmt_float", "id_problem", "iter_lines",
-           "parse_count", "parse_duration", "parse_list", "parse_segment", "segment_problem",
-           "sorted_ids"]
+           "STAGE_FILES", "TableError", "UTT", "byte_key", "fmt_float", "has_byte_values",
+           "id_problem", "iter_lines", "parse_count", "parse_duration", "parse_list",
+           "parse_segment", "segment_problem", "sorted_ids"]
