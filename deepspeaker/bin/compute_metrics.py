@@ -3,7 +3,9 @@
     python -m deepspeaker.bin.compute_metrics [--p-target 0.01] [--json out.json] TRIALS SCORES
 
 Every trial must have a score (a missing one is an error naming the trial and its
-line); scores for trials not in the list are ignored, as Kaldi's tools do.  ACC is
+line); scores for trials not in the list are ignored, as Kaldi's tools do.  A score
+that is not a finite number (``nan``, ``inf``, ``abc``) or a trial scored twice is an
+error naming ``SCORES:line`` (``deepspeaker.scoring.trials.read_scores``).  ACC is
 reported when the trials form the paper's anchor groups (1 positive + negatives per
 test utterance), otherwise it is shown as n/a.
 """

@@ -7,6 +7,11 @@ everything.  With one argument it works in place as Kaldi's ``utils/fix_data_dir
 DIR`` does, keeping the files it changes in ``DIR/.backup/``; with two, SRC is left
 untouched (so a rerun gives the same DST).
 
+What it cannot fix it refuses, naming ``file:line``, before anything is written: an
+unparsable line, a duplicate id, an id that is not valid UTF-8 (convert the file, e.g.
+``iconv -f latin1 -t utf-8``, and rename the ids; ``wav.scp`` paths may hold any bytes
+and are written back as read).
+
     python -m deepspeaker.bin.fix_data_dir DIR
     python -m deepspeaker.bin.fix_data_dir SRC DST
 """

@@ -5,7 +5,8 @@
 Each system's scores are normalised with the mean and standard deviation of all its
 scores on TRIALS, then summed trial by trial.  A trial some system left out on
 purpose (its ``SCORES_i.skipped``) is left out of the fusion and listed in
-``OUT.skipped``; any other trial without a score is an error naming it.
+``OUT.skipped``; any other trial without a score is an error naming it, and so is a
+score that is not a finite number (naming ``file:line``); nothing is written then.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ utterances: their embeddings averaged and renormalised (paper T8).
 A trial (or enrollment model) naming an id that is not an utterance of DATA is an
 error naming file and line, and nothing is written.  A trial whose utterances are in
 DATA but have no embedding (listed in the extraction's ``failed``) is left out and
-listed with the reason in ``SCORES.skipped``.  Output: Kaldi's ``enroll test score``.
+listed with the reason in ``SCORES.skipped``; so is one whose embedding cannot be
+scored (NaN or infinite values, all zeros: warned, naming the utterance and the scp).
+Output: Kaldi's ``enroll test score``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from ..data import DataDir
 from ..data.ark import read_vectors
-from ..scoring.embedding import cosine_trials, fuse_embeddings
+from ..scoring.embedding import cosine_trials, fuse_embeddings, usable_vectors
 from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
                               write_skipped)
 from ._cli import run_main
@@ -49,14 +51,19 @@ def run(data: Path, trials_path: Path, scores_path: Path, scps: list[Path],
     trials = read_trials(trials_path)
     models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
     check_trial_ids(trials, trials_path, known, data, models, enroll2utt_path)
-    systems = [read_vectors(scp) for scp in scps]
+    systems, unusable = [], {}
+    for scp in scps:
+        emb, bad = usable_vectors(read_vectors(scp), scp)
+        systems.append(emb)
+        for utt, why in bad.items():
+            unusable.setdefault(utt, why)
     for scp, emb in zip(scps, systems):
         extra = next((u for u in emb if u not in known), None)
         if extra is not None:
             logger.warning("%s has %s, which is not an utterance of %s: is it the right set?",
                            scp, extra, data)
     emb = systems[0] if len(systems) == 1 else fuse_embeddings(systems)
-    kept, scores, skipped = cosine_trials(emb, trials, models)
+    kept, scores, skipped = cosine_trials(emb, trials, models, unusable)
     scores_path.parent.mkdir(parents=True, exist_ok=True)
     write_scores(scores_path, kept, scores)
     write_skipped(scores_path, skipped, "embedding")

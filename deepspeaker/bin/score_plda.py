@@ -14,7 +14,8 @@ averaged and the model's uncertainty shrinks with k), not as one plain average; 
 cosine the k vectors are averaged and renormalised.  A trial naming an utterance the
 data dir does not have is an error; one naming an utterance that has no i-vector (no
 voiced frames) is left out and listed in ``SCORES.skipped`` with the reason (the one
-rule of every scorer: :func:`deepspeaker.scoring.embedding.trials_with_vectors`).
+rule of every scorer: :func:`deepspeaker.scoring.embedding.trials_with_vectors`); so is
+one whose vector cannot be scored (NaN or infinite values, all zeros), with a warning.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..ivector.lda import LdaTransform, length_normalize
 from ..data.ark import read_vectors
 from ..ivector.pipeline import load_exp_config
 from ..ivector.plda import TwoCovPLDA, cosine_scores
-from ..scoring.embedding import trials_with_vectors
+from ..scoring.embedding import trials_with_vectors, usable_vectors
 from ..scoring.trials import (check_trial_ids, read_enroll2utt, read_trials, write_scores,
                               write_skipped)
 from ..utils import DeepSpeakerError
@@ -63,10 +64,11 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
     if vectors is None:
         load_exp_config(exp)
         models_dir, what = exp / "models", "i-vector"
-        vecs = read_vectors(exp / data.resolve().name / "ivector.scp")
+        vectors_scp = exp / data.resolve().name / "ivector.scp"
     else:
-        models_dir, what = exp / BACKEND_DIR, "embedding"
-        vecs = read_vectors(vectors)
+        models_dir, what, vectors_scp = exp / BACKEND_DIR, "embedding", vectors
+    # Checked before LDA: a zero vector would come out of it as a plausible one.
+    vecs, unusable = usable_vectors(read_vectors(vectors_scp), vectors_scp)
     known = set(DataDir.load(data).utt2spk)
     trials = read_trials(trials_path)
     models = read_enroll2utt(enroll2utt_path) if enroll2utt_path else {}
@@ -77,10 +79,10 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
                                f"(python -m deepspeaker.bin.train_plda --vectors ... {exp} ...)")
     lda = LdaTransform.load(models_dir / "lda.npz")
     keys = sorted(vecs)
-    y = length_normalize(lda.apply(np.stack([vecs[k] for k in keys])))
+    y = length_normalize(lda.apply(np.stack([vecs[k] for k in keys]))) if keys else []
     proj = dict(zip(keys, y))
 
-    kept, skipped = trials_with_vectors(trials, proj, models)
+    kept, skipped = trials_with_vectors(trials, proj, models, unusable)
     enroll = {e: np.stack([proj[u] for u in models.get(e, [e])]) for e in {t.enroll for t in kept}}
     test = {t.test: proj[t.test] for t in kept}
     if method == "plda":

@@ -7,7 +7,8 @@ each is evaluated against ``TRIALS_DIR/<trials-name>``, for every list
 :func:`deepspeaker.scoring.experiment.trial_lists` finds there, with the report's
 evaluation (:func:`deepspeaker.scoring.report.evaluate`).  Trials a scoring stage
 left out on purpose (listed in ``<score file>.skipped``) are excluded and counted;
-any other trial without a score is an error.
+any other trial without a score is an error, as is a score that is not a finite number
+(naming ``file:line``; RESULTS.md is then not written).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ with ``DATA: OK (N utterances, M speakers)``.
 
 ``--no-feats``, ``--no-text`` and ``--no-wav`` are Kaldi's ``validate_data_dir.sh``
 options: that file is not required, but checked when it is there.
+
+Ids must be valid UTF-8 (``deepspeaker.data.table``): a line that is not is an error
+``file:line: not valid UTF-8 (byte 0xe9 at column 7); ...``; the path or command of a
+``wav.scp`` line may hold any bytes (a file name in Latin-1 stays openable).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ exist and how each is read, written and filtered is the one table
 The lenient reader that collects every problem is ``_scan(strict=False)``, used by
 ``deepspeaker.data.qa``.  Lines are split on spaces and tabs only, as Kaldi does
 (``deepspeaker.data.table.iter_lines``); any other whitespace or control character
-inside an id is reported by the validator.
+inside an id is reported by the validator.  Ids must be valid UTF-8 (the rule and its
+one exception, the paths of ``wav.scp``: ``deepspeaker.data.table``): a line that is
+not is an error naming ``file:line`` in both readers, and the writers refuse such an id.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Mapping
 
 from ..utils import DeepSpeakerError, atomic_write
 from .table import (FIELD_SEP, FILE_KINDS, KNOWN_FILES, NUM_FIELDS, REQUIRED_FILES,
-                    STAGE_FILES, TableError, byte_key, fmt_float, iter_lines, parse_count,
-                    parse_duration, parse_segment, segment_problem, sorted_ids)
+                    STAGE_FILES, TableError, byte_key, fmt_float, id_problem, iter_lines,
+                    parse_count, parse_duration, parse_segment, segment_problem, sorted_ids)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +101,8 @@ def _scan(path: Path, *, num_fields: int | None = None, strict: bool,
     prev_key: str | None = None
     unsorted_reported = False
     try:
-        for ln in iter_lines(path):
+        for ln in iter_lines(path, on_bad_line=None if strict else
+                             lambda lineno, why: report(lineno, None, why)):
             lineno, line = ln.lineno, ln.text
             if ln.crlf:
                 report(lineno, None, "line ends with a carriage return (DOS line ending)")
@@ -137,7 +140,7 @@ def _scan(path: Path, *, num_fields: int | None = None, strict: bool,
                     unsorted_reported = True
                 entries[key] = _Entry(value, lineno, ok)
             prev_key = key
-    except TableError as e:  # the file could not be opened
+    except TableError as e:  # the file could not be opened, or a line is not UTF-8
         raise DataDirError(str(e)) from None
     return entries
 
@@ -157,13 +160,17 @@ def _check_writable_id(path: Path, s: str) -> None:
     if not s or _odd_char(s) or " " in s:
         raise DataDirError(f"{path}: refusing to write id {s!r}: ids must be non-empty and "
                            "free of whitespace")
+    why = id_problem(s)
+    if why:  # it would be refused when read back (table.iter_lines)
+        raise DataDirError(f"{path}: refusing to write id {s!r}: {why}")
 
 
 def write_kaldi_map(path: str | os.PathLike, mapping: Mapping[str, str]) -> None:
     """Write ``key value`` lines sorted bytewise by key, atomically (temp + rename).
 
-    Refuses (DataDirError) keys with whitespace and empty or multi-line values, which
-    would not read back as written.
+    Refuses (DataDirError) keys with whitespace or that are not UTF-8, and empty or
+    multi-line values, which would not read back as written.  Values are written as
+    the bytes they were read as (a ``wav.scp`` path that is not UTF-8 stays openable).
     """
     path = Path(path)
     for key, value in mapping.items():

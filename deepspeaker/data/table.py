@@ -2,10 +2,25 @@
 
 Every ``key value...`` text file we read (data-dir files, trials, scores, ``enroll2utt``,
 ``.skipped`` lists, the corpora's own lists) goes through :func:`iter_lines`, so
-they all agree on what a line is: bytes split at ``\\n``, decoded as UTF-8 with
-undecodable bytes kept as surrogates (Kaldi ids are byte strings; they are written
-back as the same bytes), a trailing ``\\r`` reported rather than silently kept, and
-fields split on spaces and tabs only, as Kaldi does.
+they all agree on what a line is: bytes split at ``\\n``, decoded as UTF-8, a
+trailing ``\\r`` reported rather than silently kept, and fields split on spaces and
+tabs only, as Kaldi does.
+
+The UTF-8 rule.  Kaldi ids are byte strings, but kaldiio writes every ark key as UTF-8,
+Python compares and sorts text, and an id that is not UTF-8 would only fail later, in
+the middle of a job (stage 1 died in kaldiio with ``UnicodeEncodeError``, losing the
+job's other utterances).  So every id (utterance, speaker, recording, trial, model)
+must be valid UTF-8: a line that is not is refused when it is read, before any work
+starts, naming ``file:line``, the byte and its column (:data:`NOT_UTF8`).  The one
+exception is the *value* of ``wav.scp`` (an audio path or a ``command |``) and of the
+lists of failures (``failed_utts``, a stage-1 job's ``failed_utts_<set>.<job>``, a source
+list's ``failed``: a reason that quotes such a path), :func:`has_byte_values`: a path is
+not an id, and a file on disk may be named in any bytes, so there only the key must
+be UTF-8 and the value is kept as read (undecodable bytes as surrogates, which
+``open()`` and ``subprocess`` turn back into the same bytes, and which the writers
+write back as the same bytes).  ``feats.scp`` and ``vad.scp`` are read by kaldiio,
+which reads UTF-8 only, so their values follow the general rule.  Writers refuse an id
+that is not UTF-8 (``kaldi_dir.write_kaldi_map``) for the same reason.
 
 :data:`FILE_KINDS` lists every file a data dir may hold, in the order they are
 written, with what is needed to read, write, filter and check it.  Loading,
@@ -66,8 +81,54 @@ class Line:
         return key, s[len(key):].strip(" \t")
 
 
-def iter_lines(path: str | Path) -> Iterator[Line]:
-    """Every line of ``path`` (see the module docstring); TableError if it cannot be read."""
+NOT_UTF8 = "not valid UTF-8 (byte 0x{byte:02x} at column {col}); Kaldi ids here must be UTF-8"
+_KEY_END = re.compile(rb"[ \t]")
+
+
+def id_problem(s: str) -> str | None:
+    """Why the id ``s`` (as read with surrogateescape) is not valid UTF-8, or None."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        c = ord(s[e.start])
+        byte = c - 0xDC00 if 0xDC80 <= c <= 0xDCFF else c  # a surrogate stands for its byte
+        col = len(s[:e.start].encode("utf-8", "surrogateescape")) + 1
+        return NOT_UTF8.format(byte=byte, col=col)
+    return None
+
+
+def has_byte_values(path: str | Path) -> bool:
+    """Whether only the keys of ``path`` must be UTF-8 (the module docstring): wav.scp and
+    the lists of failures, whose names start with ``failed``."""
+    name = Path(path).name
+    return name in BYTE_VALUE_FILES or name.startswith("failed")
+
+
+def _decode(raw: bytes, bytes_after_key: bool) -> tuple[str | None, str | None]:
+    """(text, None) for a line that keeps the UTF-8 rule, (None, why) for one that does not."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        if bytes_after_key:
+            body = raw.lstrip(b" \t")
+            m = _KEY_END.search(body)
+            key_end = len(raw) - len(body) + (m.start() if m else len(body))
+            if e.start >= key_end:  # the key decodes; the value is a path: keep its bytes
+                return raw.decode("utf-8", "surrogateescape"), None
+        return None, NOT_UTF8.format(byte=raw[e.start], col=e.start + 1)
+
+
+def iter_lines(path: str | Path, *, bytes_after_key: bool | None = None,
+               on_bad_line: Callable[[int, str], None] | None = None) -> Iterator[Line]:
+    """Every line of ``path`` (see the module docstring); TableError if it cannot be read.
+
+    A line that is not valid UTF-8 raises TableError naming ``path:line`` (the UTF-8
+    rule), or, with ``on_bad_line``, is passed to it as ``(lineno, why)`` and left out:
+    the validator reports every such line and goes on.  ``bytes_after_key``: only the
+    first field must be UTF-8; default: :func:`has_byte_values`.
+    """
+    if bytes_after_key is None:
+        bytes_after_key = has_byte_values(path)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -76,9 +137,14 @@ def iter_lines(path: str | Path) -> Iterator[Line]:
         raise TableError(f"{path}: cannot read: {e.strerror}") from None
     with f:
         for lineno, raw in enumerate(f, 1):
-            text = raw.decode("utf-8", "surrogateescape")
-            if text.endswith("\n"):
-                text = text[:-1]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            text, why = _decode(raw, bytes_after_key)
+            if text is None:
+                if on_bad_line is None:
+                    raise TableError(why, path=path, line=lineno)
+                on_bad_line(lineno, why)
+                continue
             crlf = text.endswith("\r")
             yield Line(lineno, text.rstrip("\r") if crlf else text, crlf)
 
@@ -153,7 +219,8 @@ class FileKind:
     ``stage_output``: written by the feature stage (an utterance it lacks failed).
     ``restricts``: fix_data_dir keeps only utterances this file has (Kaldi's rule for
     the per-utterance files every later stage needs).  ``derived``: rebuilt, never
-    filtered (spk2utt from utt2spk).
+    filtered (spk2utt from utt2spk).  ``byte_values``: its values (audio paths, commands,
+    reasons quoting them) may hold bytes that are not UTF-8 (the module docstring).
     """
 
     name: str
@@ -166,10 +233,12 @@ class FileKind:
     stage_output: bool = False
     restricts: bool = False
     derived: bool = False
+    byte_values: bool = False
 
 
 FILE_KINDS: tuple[FileKind, ...] = (
-    FileKind("wav.scp", "wav_scp", UTT, required=True),   # keyed by recording with segments
+    # keyed by recording with segments
+    FileKind("wav.scp", "wav_scp", UTT, required=True, byte_values=True),
     FileKind("segments", "segments", UTT, 4, parse_segment, _fmt_segment, restricts=True),
     FileKind("utt2spk", "utt2spk", UTT, 2, required=True, restricts=True),
     FileKind("spk2utt", "spk2utt", SPK, None, parse_list, _fmt_list, derived=True),
@@ -178,7 +247,7 @@ FILE_KINDS: tuple[FileKind, ...] = (
     FileKind("vad.scp", "vad_scp", UTT, stage_output=True, restricts=True),
     FileKind("utt2num_frames", "utt2num_frames", UTT, 2, parse_count, str, stage_output=True,
              restricts=True),
-    FileKind("failed_utts", "failed_utts", UTT),
+    FileKind("failed_utts", "failed_utts", UTT, byte_values=True),
     FileKind("cmvn.scp", "cmvn_scp", SPK),
     FileKind("text", "text", UTT),
     FileKind("spk2gender", "spk2gender", SPK, 2),
@@ -193,9 +262,12 @@ KNOWN_FILES = tuple(k.name for k in FILE_KINDS)
 REQUIRED_FILES = tuple(k.name for k in FILE_KINDS if k.required)
 STAGE_FILES = tuple(k.name for k in FILE_KINDS if k.stage_output)
 NUM_FIELDS = {k.name: k.num_fields for k in FILE_KINDS if k.num_fields is not None}
+# Files whose values may hold any bytes; only their keys must be UTF-8 (the module docstring).
+BYTE_VALUE_FILES = frozenset(k.name for k in FILE_KINDS if k.byte_values)
 
 
-__all__ = ["FIELD_SEP", "FILE_KINDS", "FileKind", "KINDS_BY_NAME", "KNOWN_FILES", "Line",
-           "NUM_FIELDS", "REC", "REQUIRED_FILES", "SPK", "STAGE_FILES", "TableError", "UTT",
-           "byte_key", "fmt_float", "iter_lines", "parse_count", "parse_duration", "parse_list",
+__all__ = ["BYTE_VALUE_FILES", "FIELD_SEP", "FILE_KINDS", "FileKind", "KINDS_BY_NAME",
+           "KNOWN_FILES", "Line", "NOT_UTF8", "NUM_FIELDS", "REC", "REQUIRED_FILES", "SPK",
+           "STAGE_FILES", "TableError", "UTT", "byte_key", "fmt_float", "has_byte_values",
+           "id_problem", "iter_lines", "parse_count", "parse_duration", "parse_list",
            "parse_segment", "segment_problem", "sorted_ids"]

@@ -6,6 +6,11 @@
   (:func:`trials_with_vectors`, then ``trials.write_skipped``); the summaries and the
   report exclude and count exactly those.  A trial naming an id that is not in the
   data dir at all is an error instead (``trials.check_trial_ids``).
+* A vector that cannot be scored (NaN or infinite values, or all zeros: a cosine or a
+  length normalisation of it is NaN or a meaningless 0) counts as no vector: the
+  scorers drop it with a warning naming the utterance and the scp
+  (:func:`usable_vectors`), so its trials are skipped and listed with that reason, and
+  no score file ever holds a NaN (``trials.write_scores`` refuses one as well).
 * Enrollment (T8): a model of k utterances is the average of their unit embeddings,
   renormalised; with k = 1 it is the utterance's own embedding.
 * Embedding fusion (E3): per utterance, the sum of the systems' unit embeddings,
@@ -20,12 +25,15 @@ Everything here works on plain dicts and arrays; the ``bin/`` stages do the I/O.
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..utils import DeepSpeakerError
 from .trials import Trial
+
+logger = logging.getLogger(__name__)
 
 SCORE_BLOCK = 8192  # trials scored per block
 
@@ -52,16 +60,46 @@ def enroll_model(emb: Mapping[str, np.ndarray], utts: Sequence[str]) -> np.ndarr
     return unit(np.mean([unit(emb[u]) for u in utts], axis=0))
 
 
+def vector_problem(v: np.ndarray) -> str | None:
+    """Why ``v`` cannot be scored (NaN or infinite values, all zeros), or None."""
+    if not np.all(np.isfinite(v)):
+        return "NaN or infinite values"
+    if not np.any(v):
+        return "a vector of zeros"
+    return None
+
+
+def usable_vectors(vectors: Mapping[str, np.ndarray], source: object
+                   ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(the vectors that can be scored, {utterance: why not} for the others).
+
+    ``source`` (the scp) is named in the warning and in the reasons, which
+    :func:`trials_with_vectors` writes into ``<scores>.skipped``.
+    """
+    bad = {u: f"{why} in {source}" for u, v in vectors.items()
+           if (why := vector_problem(np.asarray(v))) is not None}
+    if bad:
+        first = next(iter(bad))
+        logger.warning("%s: %d vector(s) cannot be scored, counted as no vector (e.g. %s: %s)",
+                       source, len(bad), first, bad[first])
+    return {u: v for u, v in vectors.items() if u not in bad}, bad
+
+
 def trials_with_vectors(trials: Sequence[Trial], vectors: Mapping[str, object],
-                        enroll2utt: Mapping[str, Sequence[str]] | None = None
+                        enroll2utt: Mapping[str, Sequence[str]] | None = None,
+                        unusable: Mapping[str, str] | None = None
                         ) -> tuple[list[Trial], list[tuple[Trial, list[str]]]]:
     """The one "no vector" rule: (trials to score, skipped trials with the utterances
     that have no vector).  An enroll id of ``enroll2utt`` needs a vector for each of
-    its utterances: a model short of one is not the model the list asks for."""
+    its utterances: a model short of one is not the model the list asks for.
+    ``unusable``: utterances whose vector was dropped (:func:`usable_vectors`) and why;
+    the reason follows the utterance in the skipped list."""
     models = enroll2utt or {}
+    why = unusable or {}
     kept, skipped = [], []
     for t in trials:
-        missing = [u for u in list(models.get(t.enroll, [t.enroll])) + [t.test] if u not in vectors]
+        missing = [u if u not in why else f"{u} ({why[u]})"
+                   for u in list(models.get(t.enroll, [t.enroll])) + [t.test] if u not in vectors]
         if missing:
             skipped.append((t, missing))
         else:
@@ -70,15 +108,17 @@ def trials_with_vectors(trials: Sequence[Trial], vectors: Mapping[str, object],
 
 
 def cosine_trials(emb: Mapping[str, np.ndarray], trials: Sequence[Trial],
-                  enroll2utt: Mapping[str, Sequence[str]] | None = None
+                  enroll2utt: Mapping[str, Sequence[str]] | None = None,
+                  unusable: Mapping[str, str] | None = None
                   ) -> tuple[list[Trial], np.ndarray, list[tuple[Trial, list[str]]]]:
     """Cosine scores of ``trials`` (enroll ids may be models of ``enroll2utt``).
 
     Returns (scored trials, their scores, skipped trials with the utterances that have
-    no embedding).  Whether every id is known at all is the caller's check.
+    no embedding).  Whether every id is known at all is the caller's check; ``emb``
+    holds only usable vectors (:func:`usable_vectors`, whose reasons are ``unusable``).
     """
     models = enroll2utt or {}
-    kept, skipped = trials_with_vectors(trials, emb, models)
+    kept, skipped = trials_with_vectors(trials, emb, models, unusable)
     e_index: dict[str, int] = {}
     t_index: dict[str, int] = {}
     e_vecs, t_vecs, e_rows, t_rows = [], [], [], []
@@ -135,4 +175,4 @@ def fuse_scores(systems: Sequence[Mapping[tuple[str, str], float]], trials: Sequ
 
 
 __all__ = ["cosine_trials", "enroll_model", "fuse_embeddings", "fuse_scores", "trials_with_vectors",
-           "unit", "znorm"]
+           "unit", "usable_vectors", "vector_problem", "znorm"]

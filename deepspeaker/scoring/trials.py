@@ -7,6 +7,14 @@ Formats (Kaldi's):
 * ``enroll2utt``: ``model utt1 utt2 ...`` for enrollment models built from k
   utterances (the same layout as ``spk2utt``).
 
+Every id must be valid UTF-8 (``deepspeaker.data.table``, the one line reader).  A
+score is a plain decimal number (``-1.25``, ``3e-05``): ``nan``, ``inf``, ``-inf``, a
+number too large for a float, or any other text is refused naming ``file:line`` by
+:func:`read_scores`, the one score reader of every command (compute_metrics,
+fuse_scores, summarize_scores, make_report), and :func:`write_scores` never writes
+one.  A NaN in a score file would otherwise pass through every comparison as
+"false" and give an EER that is silently wrong.
+
 The *anchor* of the paper's protocol is always the **test** column: for each
 anchor utterance we pick one positive (a same-speaker utterance, or that
 speaker's k-utterance model) and 99 negatives (other speakers' utterances or
@@ -17,6 +25,7 @@ the utterance-level list and for the k-enrollment lists.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -26,6 +35,9 @@ from ..utils import atomic_write
 from .metrics import ScoringError
 
 logger = logging.getLogger(__name__)
+
+# Plain decimals only: float() would also take "nan", "inf", "infinity" and "1_000".
+_SCORE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 NUM_NEGATIVES = 99  # paper §4.1: 1 positive + 99 negatives per anchor
 ENROLL_COUNTS = (1, 2, 3, 5)  # paper T8
@@ -218,42 +230,76 @@ def read_trials(path) -> list[Trial]:
 
 
 def write_scores(path, trials: Sequence[Trial], scores: Sequence[float]) -> None:
+    """Kaldi's ``enroll test score`` lines, atomically; a score that is not finite is refused.
+
+    A NaN or infinite score means the scorer (or its model) is broken, not that the
+    trial is hard: ScoringError names the trial and nothing is written.  Trials whose
+    vectors cannot be scored are left out before this (``embedding.usable_vectors``).
+    """
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(values) != len(trials):
+        raise ValueError(f"{len(trials)} trials but {len(values)} scores")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        t = trials[bad[0]]
+        raise ScoringError(f"{path}: refusing to write score {values[bad[0]]} for trial "
+                           f"'{t.enroll} {t.test}' ({bad.size} of {len(values)} scores are NaN "
+                           "or infinite: is the model or a vector broken?); nothing written")
     with atomic_write(path) as f:
-        for t, s in zip(trials, scores, strict=True):
+        for t, s in zip(trials, values):
             f.write(f"{t.enroll} {t.test} {float(s):.6f}\n")
 
 
+def parse_score(text: str) -> float:
+    """A score field as a finite float; ValueError saying why not (the caller adds file:line)."""
+    if not _SCORE.fullmatch(text):
+        raise ValueError(f"score {text!r} is not a number")
+    value = float(text)
+    if not np.isfinite(value):  # "1e999"
+        raise ValueError(f"score {text!r} is too large for a float")
+    return value
+
+
 def _read_scores_fast(path) -> dict[tuple[str, str], float] | None:
+    """read_scores of a plain file (``_plain_columns``) whose scores are all plain finite
+    numbers and whose trials are all different; None otherwise."""
     cols = _plain_columns(path, 3)
-    if cols is None:
+    if cols is None or not all(map(_SCORE.fullmatch, cols[2])):
         return None
-    try:
-        values = np.array(cols[2], dtype=np.float64)
-    except ValueError:
+    values = np.array(cols[2], dtype=np.float64)
+    scores = dict(zip(zip(cols[0], cols[1]), values.tolist()))
+    if len(scores) != len(values) or not np.isfinite(values).all():
         return None
-    if not np.isfinite(values).all():
-        return None
-    return dict(zip(zip(cols[0], cols[1]), values.tolist()))
+    return scores
 
 
 def read_scores(path) -> dict[tuple[str, str], float]:
-    """Read a Kaldi score file; a malformed line or a score that is not a finite number
-    names file and line.  A trial scored twice keeps its last score."""
+    """``{(enroll, test): score}`` of a Kaldi score file; every bad line names ``file:line``.
+
+    Refused: a line without exactly 3 fields, a score that is not a plain finite number
+    (``nan``, ``inf``, ``abc``), a trial scored twice.
+    """
     fast = _read_scores_fast(path)
     if fast is not None:
         return fast
     scores: dict[tuple[str, str], float] = {}
+    lines: dict[tuple[str, str], int] = {}
     for ln in iter_lines(path):
         lineno, line, fields = ln.lineno, ln.text, ln.fields()
         if len(fields) != 3:
-            raise ScoringError(f"{path}:{lineno}: expected 'enroll test score', got {line.rstrip()!r}")
+            raise ScoringError(f"expected 'enroll test score', got {line.rstrip()!r}",
+                               path=path, line=lineno)
+        pair = (fields[0], fields[1])
         try:
-            value = float(fields[2])
-        except ValueError:
-            raise ScoringError(f"{path}:{lineno}: score {fields[2]!r} is not a number") from None
-        if not np.isfinite(value):
-            raise ScoringError(f"{path}:{lineno}: score of '{fields[0]} {fields[1]}' is {value}")
-        scores[(fields[0], fields[1])] = value
+            value = parse_score(fields[2])
+        except ValueError as e:
+            raise ScoringError(f"trial '{pair[0]} {pair[1]}': {e}; scores must be finite "
+                               "numbers", path=path, line=lineno) from None
+        if pair in lines:
+            raise ScoringError(f"trial '{pair[0]} {pair[1]}' is scored twice (first on line "
+                               f"{lines[pair]})", path=path, line=lineno)
+        lines[pair] = lineno
+        scores[pair] = value
     return scores
 
 
