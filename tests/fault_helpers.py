@@ -95,19 +95,22 @@ def full_disk(path: Path, free: int, kind: str):
 def read_only(path: Path):
     """``path`` (made, then filled by the caller before ``freeze()``) read-only; yields freeze.
 
-    As root a tmpfs remounted read-only (chmod means nothing to root), else chmod 0555.
+    As root a tmpfs remounted read-only (chmod means nothing to root), else chmod 0555
+    of ``freeze``'s ``target`` (``path`` or a dir in it: the one the command writes into).
     """
     path.mkdir(parents=True, exist_ok=True)
     mounted = can_mount(path.parent / ".mount_probe")
     if mounted:
         assert _sh("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path))
+    frozen: list[Path] = []
 
-    def freeze() -> str:
+    def freeze(target: Path | None = None) -> str:
         """Make it read-only; the reason a write will give."""
         if mounted:
             assert _sh("mount", "-o", "remount,ro", str(path))
             return "Read-only file system"
-        path.chmod(0o555)
+        frozen.append(target or path)
+        frozen[-1].chmod(0o555)
         return "Permission denied"
 
     try:
@@ -115,8 +118,8 @@ def read_only(path: Path):
     finally:
         if mounted:
             _umount(path)
-        else:
-            path.chmod(0o755)
+        for d in frozen:
+            d.chmod(0o755)
 
 
 def _speechlike(seed: int, seconds: float = 1.0) -> np.ndarray:

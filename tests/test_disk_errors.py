@@ -114,7 +114,7 @@ def _stage1_ro_log(tmp_path, freeze):
 def _extract_ro(tmp_path, freeze):
     exp = make_exp(tmp_path / "data" / "exp")
     feats = write_data_dir(tmp_path / "eval", "ev", 2, 2, 0)
-    return feats, freeze(), [sys.executable, "-m", "deepspeaker.bin.extract_embeddings",
+    return feats, freeze(exp), [sys.executable, "-m", "deepspeaker.bin.extract_embeddings",
                              "--device", "cpu", str(exp), str(feats)], f"cannot write {exp}/eval"
 
 
