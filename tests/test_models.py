@@ -286,7 +286,7 @@ def test_build_model_refuses_unknown_names_and_options():
         build_model("rescnn", channels=32)
     with pytest.raises(ConfigError, match="width must be a positive number"):
         build_model("gru", width=0)
-    with pytest.raises(ConfigError, match="num_mel_bins must be a positive integer"):
+    with pytest.raises(ConfigError, match="num_mel_bins: expected an integer, got 64.5"):
         build_model("gru", num_mel_bins=64.5)
 
 

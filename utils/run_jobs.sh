@@ -26,7 +26,9 @@
 # DS_NUM_THREADS) divided by the jobs running at once, at least 1, and OPENBLAS_NUM_THREADS
 # the same unless set; nothing when OMP_NUM_THREADS is set (see deepspeaker/threads.py).
 # SIGINT/SIGTERM/SIGHUP kill the running jobs (their whole process groups),
-# whose logs end with their code, and exit 130/143/129.
+# whose logs end with their code, and exit 130/143/129. A Python stage starts
+# this script with PR_SET_PDEATHSIG (deepspeaker/jobs.py): the kernel sends the
+# SIGTERM when that stage dies, even by SIGKILL, so no job outlives its stage.
 set -euo pipefail
 
 prog=run_jobs.sh

@@ -23,6 +23,7 @@ one (it is listed as failed itself) and draws another.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import zlib
@@ -37,7 +38,7 @@ import soundfile as sf
 from ..data import AudioError, DataDir, iter_audio, load_audio
 from ..data.kaldi_dir import spk2utt_from_utt2spk, write_kaldi_map
 from ..data.table import iter_lines
-from ..utils import DeepSpeakerError, atomic_write, tmp_path_for
+from ..utils import DeepSpeakerError, atomic_write
 from . import perturb
 from .config import KINDS, AugmentConfig
 
@@ -263,11 +264,17 @@ def _noise_events(x, rng, cfg: AugmentConfig, src: SourceAudio):
 # --------------------------------------------------------------------------- one job
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    """A 16-bit wav, clipped to the int16 range, written under a temp name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_for(path)
-    sf.write(tmp, perturb.to_int16(samples), sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    """A 16-bit wav, clipped to the int16 range, written under a temp name and renamed.
+
+    Encoded in memory first (one utterance), so that writing the file goes through
+    :func:`~deepspeaker.utils.atomic_write`: a full disk is ``cannot write <wav>: No space
+    left on device`` and no temp file stays (libsndfile writing to a name says neither).
+    """
+    buf = io.BytesIO()
+    sf.write(buf, perturb.to_int16(samples), sample_rate, subtype="PCM_16", format="WAV")
+    # No fsync per copy (thousands of small files): the job's .done marker is the record.
+    with atomic_write(path, "wb", fsync=False) as f:
+        f.write(buf.getbuffer())
 
 
 def wav_path(out: Path, kind: str, spk: str, utt: str) -> Path:

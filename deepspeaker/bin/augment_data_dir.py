@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +50,7 @@ from ..augment.config import (
 )
 from ..data import DataDir, require_valid_data_dir
 from ..data.combine import combine_data_dirs
+from ..jobs import prepare_outputs, run_jobs
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, save_yaml
 from ._cli import run_main
@@ -78,11 +77,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("log_dir", type=Path, nargs="?")
     return p
-
-
-def _run_jobs_script() -> Path:
-    root = os.environ.get("DS_ROOT") or str(Path(__file__).resolve().parents[2])
-    return Path(root) / "utils" / "run_jobs.sh"
 
 
 def enabled_kinds(cfg: AugmentConfig) -> list[str]:
@@ -172,9 +166,14 @@ def augment_data_dir(data_dir: Path, out: Path, sources: Path | None = None,
 
 def _run_jobs(data_dir: Path, out: Path, log_dir: Path, cfg: AugmentConfig,
               sources: Path | None, seed: int, sig: dict, nj: int) -> None:
-    """Run the jobs that have not finished under this signature and ``nj``."""
+    """Run the jobs that have not finished under this signature and ``nj``.
+
+    First the output dirs are checked writable and the temp files of killed jobs are
+    removed (:mod:`deepspeaker.jobs`; the wavs' under ``<out>/wav`` too).
+    """
     work = work_dir(out, data_dir.resolve().name)
-    work.mkdir(parents=True, exist_ok=True)
+    copy_dirs = sorted(out.glob(f"{data_dir.resolve().name}_*"))
+    prepare_outputs([out, work, log_dir], temps_in=[work, *copy_dirs], temps_under=[out / "wav"])
     jobs = Marker(work / ".jobs.done")
     jobs_sig = {**sig, "options": {**sig["options"], "nj": nj}}
     if not jobs.matches(jobs_sig):
@@ -194,9 +193,8 @@ def _run_jobs(data_dir: Path, out: Path, log_dir: Path, cfg: AugmentConfig,
         cmd += ["--sources", str(sources.resolve())]
     cmd += [str(data_dir.resolve()), str(out.resolve())]
     # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
-    full = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
-            str(log_dir / "augment.JOB.log")] + [shlex.quote(c) for c in cmd]
-    if subprocess.run(full, check=False).returncode != 0:
+    full = [f"JOB=1:{nj}", str(log_dir / "augment.JOB.log")] + [shlex.quote(c) for c in cmd]
+    if run_jobs(full) != 0:
         raise DeepSpeakerError(f"{data_dir}: augmentation jobs failed (see {log_dir}); rerun "
                                f"the same command to redo only the unfinished jobs")
 

@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,6 +52,7 @@ import numpy as np
 from ..data.ark import ArkWriter
 from ..data import DataDir, iter_audio, read_kaldi_map, require_valid_data_dir, write_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
+from ..jobs import prepare_outputs, run_jobs
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml
 from ._cli import run_main
@@ -216,11 +215,6 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
                 job, len(num_frames), len(failed), seconds, dt, seconds / max(dt, 1e-9))
 
 
-def _run_jobs_script() -> Path:
-    root = os.environ.get("DS_ROOT") or str(Path(__file__).resolve().parents[2])
-    return Path(root) / "utils" / "run_jobs.sh"
-
-
 def feature_signature(data_dir: Path, feat_dir: Path, cfg: FeatureConfig,
                       vad_from: Path | None = None) -> dict:
     """What made a data dir's features: the parsed config, the inputs, where the arks are.
@@ -268,8 +262,13 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
 
 def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig, sig: dict,
               nj: int, batch_size: int, vad_from: Path | None = None) -> None:
-    """Run the jobs that have not finished under this signature and ``nj``."""
+    """Run the jobs that have not finished under this signature and ``nj``.
+
+    First the output dirs are checked writable (the data dir, the feature and log
+    dirs) and the temp files of killed jobs are removed (:mod:`deepspeaker.jobs`).
+    """
     name = data_dir.resolve().name
+    prepare_outputs([data_dir, feat_dir, log_dir], temps_in=[data_dir, feat_dir])
     # The per-job .done files belong to the signature and nj recorded here; under any
     # other, every job starts again.
     jobs = Marker(feat_dir / f".jobs_{name}.done")
@@ -291,16 +290,14 @@ def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig,
         logger.info("%s: all %d jobs already complete", data_dir, nj)
         return
     logger.info("%s: computing fbank + VAD in %d jobs (%d to run)", data_dir, nj, len(todo))
-    cmd = ["bash", str(_run_jobs_script()), f"JOB=1:{nj}",
-           str(log_dir / "make_fbank_vad.JOB.log"), sys.executable, "-m",
-           "deepspeaker.bin.compute_fbank_vad", "--config", str(saved), "--nj", str(nj),
-           "--job", "JOB", "--batch-size", str(batch_size)]
+    cmd = [sys.executable, "-m", "deepspeaker.bin.compute_fbank_vad", "--config", str(saved),
+           "--nj", str(nj), "--job", "JOB", "--batch-size", str(batch_size)]
     if vad_from is not None:
         cmd += ["--vad-from", str(vad_from.resolve())]
     cmd += [str(data_dir.resolve()), str(log_dir.resolve()), str(feat_dir)]
     # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
-    cmd = cmd[:4] + [shlex.quote(c) for c in cmd[4:]]
-    rc = subprocess.run(cmd).returncode
+    rc = run_jobs([f"JOB=1:{nj}", str(log_dir / "make_fbank_vad.JOB.log")]
+                  + [shlex.quote(c) for c in cmd])
     if rc != 0:
         raise DeepSpeakerError(f"{data_dir}: feature jobs failed (see {log_dir}); rerun "
                                f"the same command to redo only the unfinished jobs")
@@ -333,7 +330,7 @@ def _merge(data_dir: Path, feat_dir: Path, utts: list[str], nj: int,
     missing = set(utts) - set(feats) - set(failed)
     if missing:
         raise DeepSpeakerError(f"{data_dir}: {len(missing)} utterances are neither done nor "
-                               f"failed (e.g. {sorted(missing)[0]}); a job output is incomplete")
+                               f"failed (e.g. {min(missing)}); a job output is incomplete")
     frac = len(failed) / len(utts)
     if frac > max_failed_fraction:
         raise DeepSpeakerError(f"{data_dir}: {len(failed)} of {len(utts)} utterances failed "

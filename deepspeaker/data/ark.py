@@ -14,39 +14,65 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+<<<<<<< HEAD
 from ..utils import DeepSpeakerError, atomic_write
+=======
+from ..utils import WriteError, atomic_write, temp_name
+>>>>>>> wt-D
 
 
 class ArkWriter:
-    """Append matrices/vectors to ``ark``; ``commit`` makes ``ark`` + ``scp`` appear at once."""
+    """Append matrices/vectors to ``ark``; ``commit`` makes ``ark`` + ``scp`` appear at once.
+
+    The ark is written under ``.<ark name>.tmp<pid>`` (:func:`~deepspeaker.utils.temp_name`).
+    A failed write (a full disk, a read-only dir) is a :class:`~deepspeaker.utils.WriteError`
+    naming the ark and the OS reason; the temp file is removed then and on any other
+    error or interrupt (:meth:`abort`), and only a kill leaves it, for the rerun to remove
+    (:func:`~deepspeaker.utils.remove_stale_temps`).
+    """
 
     def __init__(self, ark: str | os.PathLike, scp: str | os.PathLike):
         import kaldiio
 
         self._kaldiio = kaldiio
         self.ark, self.scp = Path(ark), Path(scp)
-        self.ark.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.ark.with_name(f".{self.ark.name}.tmp{os.getpid()}")
-        self.f = open(self.tmp, "wb")
+        self.tmp = temp_name(self.ark)
+        try:
+            self.ark.parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(self.tmp, "wb")
+        except OSError as e:
+            raise WriteError.from_os_error(self.ark, e) from None
         self.lines: list[str] = []
 
     def write(self, key: str, array: np.ndarray) -> None:
         pos = self.f.tell()
-        self._kaldiio.save_ark(self.f, {key: array})
+        try:
+            self._kaldiio.save_ark(self.f, {key: array})
+        except OSError as e:
+            raise WriteError.from_os_error(self.ark, e) from None
         # The scp offset points just past "key " (Kaldi's convention).
         self.lines.append(f"{key} {self.ark.resolve()}:{pos + len(key.encode()) + 1}\n")
 
     def commit(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.ark)
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            os.replace(self.tmp, self.ark)
+        except OSError as e:
+            self.abort()
+            raise WriteError.from_os_error(self.ark, e) from None
         with atomic_write(self.scp) as f:
             f.writelines(sorted(self.lines))
 
     def abort(self) -> None:
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
+        """Close and remove the temp ark; a close that fails again (full disk) is ignored."""
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "ArkWriter":
         return self

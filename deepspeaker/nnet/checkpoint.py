@@ -43,7 +43,8 @@ from torch import nn
 from deepspeaker.marker import Marker, StageRefused, file_digest, signature
 from deepspeaker.nnet.config import TrainConfig
 from deepspeaker.nnet.models import check_compatible
-from deepspeaker.utils import ConfigError, DeepSpeakerError
+from deepspeaker.utils import ConfigError, DeepSpeakerError, atomic_write
+from deepspeaker.utils import remove_stale_temps as remove_dead_temps
 
 logger = logging.getLogger(__name__)
 
@@ -160,28 +161,51 @@ def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
-    """torch.save to a temp file beside ``path``, then rename (a kill never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(dict(checkpoint), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """torch.save to a temp file beside ``path``, then rename (a kill never leaves half a file).
+
+    torch writes through a Python file (:func:`~deepspeaker.utils.atomic_write`), not to a
+    file name: given a name, its own writer reports a full disk as ``unexpected pos``;
+    through the file, the OS's error reaches us and becomes ``cannot write <path>: No
+    space left on device`` (:class:`~deepspeaker.utils.WriteError`), the temp file removed.
+    """
+    with atomic_write(path, "wb") as f:
+        out = _RecordingFile(f)
+        try:
+            torch.save(dict(checkpoint), out)
+        except BaseException:
+            # torch's writer may wrap what the file raised (a full disk, Ctrl-C) in its own
+            # RuntimeError; what the file raised is the error.
+            if out.error is not None:
+                raise out.error from None
+            raise
+
+
+class _RecordingFile:
+    """A binary file whose ``write`` remembers the exception it raised."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def remove_stale_temps(paths) -> None:
-    """Delete the temp files of :func:`save_checkpoint` left beside ``paths`` by killed runs.
+    """Delete the temp files left beside ``paths`` (``last.pt``, ``best.pt``) by killed runs.
 
     A kill (SIGKILL, OOM killer, node loss) inside save_checkpoint skips its cleanup
-    and leaves ".last.pt.tmp<pid>": a dead process's half-written checkpoint.
+    and leaves ".last.pt.tmp<pid>": a dead process's half-written checkpoint.  Only the
+    temp files of processes that are gone (:func:`deepspeaker.utils.remove_stale_temps`).
     """
-    stale = sorted(t for p in map(Path, paths) for t in p.parent.glob(f".{p.name}.tmp*"))
-    for tmp in stale:
-        logger.warning("removing %s, left by a run killed while writing a checkpoint", tmp)
-        tmp.unlink(missing_ok=True)
+    for d in sorted({Path(p).parent for p in paths}):
+        remove_dead_temps(d, what="a run killed while writing a checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

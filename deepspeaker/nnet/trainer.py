@@ -20,6 +20,12 @@ Outputs in ``exp_dir``: ``config.yaml`` (the merged config), ``last.pt`` (every
 ``train_log.tsv`` (one row per epoch) and ``log/train.rank<r>.log``.  Only rank 0
 writes.  Checkpoints: :mod:`deepspeaker.nnet.checkpoint`.
 
+The disk and interrupts: ``exp_dir`` is checked writable before the data are loaded; a
+full disk at a checkpoint is ``cannot write <exp>/last.pt: No space left on device``
+with no temp file left (``save_checkpoint``); Ctrl-C or SIGTERM stops the loader's
+workers and exits 130 / 143 (``bin/_cli.run_main``), and a rerun resumes from the last
+``last.pt``; temp files of killed runs are removed when a run starts.
+
 Rerunning (the rerun rule of :mod:`deepspeaker.marker`): ``last.pt`` records the
 signature of what made the experiment (the config without its run settings, the
 training and dev data, the ``init`` checkpoint).  The same signature continues from
@@ -80,7 +86,7 @@ from deepspeaker.nnet.models import build_model, check_compatible
 from deepspeaker.nnet.objectives import (AT_MARGIN_TOL, Objective, SoftmaxClassifier, Step,
                                          TripletNet, build_objective)
 from deepspeaker.scoring import compute_eer, make_trials
-from deepspeaker.utils import ConfigError, save_yaml
+from deepspeaker.utils import ConfigError, require_writable, save_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,8 @@ def train(config: TrainConfig, train_dir, dev_dir, exp_dir, info: DistInfo,
     if saved is not None and TrainState.from_checkpoint(saved).finished(config):
         logger.info("%s is up to date (same config and data): nothing to do", exp_dir)
         return finish(config, exp_dir, info, TrainState.from_checkpoint(saved))
+    if is_main(info):
+        require_writable(exp_dir)  # before the data are loaded, not at the first checkpoint
     run = build_run(config, train_dir, dev_dir, exp_dir, info, sig)
     state = resume(run, saved) if saved is not None else init(run)
     start(run, state)
