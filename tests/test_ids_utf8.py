@@ -213,8 +213,6 @@ def test_stage1_lists_a_missing_latin1_path_and_finishes_the_others(tmp_path):
     assert [p for p in tmp_path.rglob("*") if "tmp" in p.name] == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs deepspeaker/data/audio.py:_open to pass "
-                   "os.fsencode(path) to soundfile, which encodes str paths as strict UTF-8")
 def test_stage1_reads_a_latin1_path(tmp_path):
     d = _data_dir(tmp_path, latin1_path=True)
     assert sorted(_features_of(d, tmp_path)) == ["spkA-u1", "spkA-u2", "spkB-u1", "spkB-u2"]

@@ -14,11 +14,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-<<<<<<< HEAD
-from ..utils import DeepSpeakerError, atomic_write
-=======
-from ..utils import WriteError, atomic_write, temp_name
->>>>>>> wt-D
+from ..utils import DeepSpeakerError, WriteError, atomic_write, temp_name
 
 
 class ArkWriter:
