@@ -231,3 +231,33 @@ def test_checkpoint_with_a_damaged_record_or_foreign_weights(tmp_path, feats, ca
     assert f"{exp / 'partial.pt'}: the weights do not fit the gru network the checkpoint " \
            f"records (Error(s) in loading state_dict" in err, err[-2000:]
     assert_clean(err, tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["train_ubm", "train_ivector_extractor"])
+def test_ivector_training_stops_on_an_entry_past_the_end_of_the_ark(tmp_path, feats, capfd,
+                                                                   stage):
+    """feats.scp lines 5 and 6 point past the end of an ark cut where b-2 starts."""
+    from deepspeaker.bin import train_ivector_extractor, train_ubm
+
+    ark = feats / "feats.ark"
+    write_ark_scp(ark, feats / "feats.scp", {u: np.ones((70, 64), np.float32) for u in UTTS})
+    where = offsets(feats / "feats.scp")
+    with open(ark, "r+b") as f:
+        f.truncate(where["b-2"][1])
+    exp = ivector_exp(tmp_path / "exp")
+    before = (exp / "models" / "ubm.npz").read_bytes()
+    if stage == "train_ubm":
+        (exp / "models" / "ubm.npz").unlink()
+        rc = train_ubm.main([str(feats), str(exp)])
+    else:
+        (exp / "models" / "extractor.npz").unlink()
+        rc = train_ivector_extractor.main([str(feats), str(exp)])
+    assert rc == 1
+    err = capfd.readouterr().err
+    size = ark.stat().st_size
+    assert (f"{feats}/feats.scp:5: b-2: offset {size} is past the end of the archive "
+            f"({size} bytes): truncated?; 1 more damaged entries (ark: ") in err, err[-3000:]
+    assert not (exp / "models" / ("ubm.npz" if stage == "train_ubm" else "extractor.npz")).exists()
+    if stage != "train_ubm":
+        assert (exp / "models" / "ubm.npz").read_bytes() == before
+    assert_clean(err, tmp_path)
