@@ -261,3 +261,28 @@ def test_ivector_training_stops_on_an_entry_past_the_end_of_the_ark(tmp_path, fe
     if stage != "train_ubm":
         assert (exp / "models" / "ubm.npz").read_bytes() == before
     assert_clean(err, tmp_path)
+
+
+def test_resume_from_a_last_pt_whose_weights_are_of_another_width(tmp_path, capfd):
+    """The recorded architecture matches, the tensors do not: one message naming last.pt."""
+    from deepspeaker.nnet.checkpoint import load_checkpoint
+
+    data = write_data_dir(tmp_path / "train", "tr", 12, 4, 0)
+    conf = write_config(tmp_path / "s.yaml", base_config(epochs=1))
+    exp = tmp_path / "exp"
+    assert train_embedding.main(["--config", str(conf), "--max-steps", "1", str(data), "-",
+                                 str(exp)]) == 0
+    ckpt = load_checkpoint(exp / "last.pt")
+    key = next(iter(ckpt["model"]))
+    w = ckpt["model"][key]
+    ckpt["model"][key] = torch.cat([w, torch.zeros_like(w)])   # twice as wide
+    save_checkpoint(exp / "last.pt", ckpt)
+    before = (exp / "last.pt").read_bytes()
+    capfd.readouterr()
+    assert train_embedding.main(["--config", str(conf), str(data), "-", str(exp)]) == 1
+    err = capfd.readouterr().err
+    name = ckpt["model_config"]["name"]
+    assert (f"{exp / 'last.pt'}: the weights do not fit the {name} network the checkpoint "
+            f"records (Error(s) in loading state_dict") in err, err[-2000:]
+    assert (exp / "last.pt").read_bytes() == before
+    assert_clean(err, tmp_path)
