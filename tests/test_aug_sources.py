@@ -237,13 +237,17 @@ def test_musan_bad_files_are_listed_and_the_rest_kept(tmp_path):
     write_wav(noise / "noise-free-sound-0101.wav", 4000, 1, sample_rate=8000)
     write_wav(noise / "noise-free-sound-0102.wav", 4000, 1, channels=2)
     write_wav(noise / "noise-free-sound-0103.wav", 0, 1)
+    cut = noise / "noise-free-sound-0104.wav"   # cut short: its header promises 4000 samples
+    write_wav(cut, 4000, 1)
+    cut.write_bytes(cut.read_bytes()[:2000])
     out = tmp_path / "out"
     r = run_cli("--musan-dir", musan, "--num-rirs", "1", out)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     failed = table(out / "noise" / "failed")
     reasons = {"0100": "cannot read audio", "0101": "sample rate is 8000 Hz, expected 16000 Hz",
-               "0102": "has 2 channels, expected 1", "0103": "empty: 0 samples"}
+               "0102": "has 2 channels, expected 1", "0103": "empty: 0 samples",
+               "0104": "cannot read audio: truncated: the WAV header promises 4000 samples"}
     assert sorted(failed) == [f"noise-free-sound-{k}" for k in sorted(reasons)]
     for k, why in reasons.items():
         path = (noise / f"noise-free-sound-{k}.wav").resolve()

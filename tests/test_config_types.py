@@ -403,3 +403,12 @@ def test_converted_values_round_trip(tmp_path):
             cfg.model.options) == (0.001, 0.0005, "off", False, {})
     save_yaml(tmp_path / "config.yaml", cfg.to_dict())
     assert train_config_from_dict(load_yaml(tmp_path / "config.yaml")) == cfg
+
+
+def test_train_ubm_refuses_a_config_that_is_not_utf8(tmp_path, capfd):
+    conf = tmp_path / "ivector.yaml"
+    conf.write_bytes(b"ubm: {num_components: 4}\n# caf\xe9\n")
+    exp = tmp_path / "exp"
+    rc = train_ubm.main(["--config", str(conf), str(tmp_path / "data"), str(exp)])
+    assert f"{conf}: not a text file (invalid continuation byte at byte 30)" in refused(capfd, rc)
+    assert not (exp / "config.yaml").exists()

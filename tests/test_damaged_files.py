@@ -231,3 +231,58 @@ def test_checkpoint_with_a_damaged_record_or_foreign_weights(tmp_path, feats, ca
     assert f"{exp / 'partial.pt'}: the weights do not fit the gru network the checkpoint " \
            f"records (Error(s) in loading state_dict" in err, err[-2000:]
     assert_clean(err, tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["train_ubm", "train_ivector_extractor"])
+def test_ivector_training_stops_on_an_entry_past_the_end_of_the_ark(tmp_path, feats, capfd,
+                                                                   stage):
+    """feats.scp lines 5 and 6 point past the end of an ark cut where b-2 starts."""
+    from deepspeaker.bin import train_ivector_extractor, train_ubm
+
+    ark = feats / "feats.ark"
+    write_ark_scp(ark, feats / "feats.scp", {u: np.ones((70, 64), np.float32) for u in UTTS})
+    where = offsets(feats / "feats.scp")
+    with open(ark, "r+b") as f:
+        f.truncate(where["b-2"][1])
+    exp = ivector_exp(tmp_path / "exp")
+    before = (exp / "models" / "ubm.npz").read_bytes()
+    if stage == "train_ubm":
+        (exp / "models" / "ubm.npz").unlink()
+        rc = train_ubm.main([str(feats), str(exp)])
+    else:
+        (exp / "models" / "extractor.npz").unlink()
+        rc = train_ivector_extractor.main([str(feats), str(exp)])
+    assert rc == 1
+    err = capfd.readouterr().err
+    size = ark.stat().st_size
+    assert (f"{feats}/feats.scp:5: b-2: offset {size} is past the end of the archive "
+            f"({size} bytes): truncated?; 1 more damaged entries (ark: ") in err, err[-3000:]
+    assert not (exp / "models" / ("ubm.npz" if stage == "train_ubm" else "extractor.npz")).exists()
+    if stage != "train_ubm":
+        assert (exp / "models" / "ubm.npz").read_bytes() == before
+    assert_clean(err, tmp_path)
+
+
+def test_resume_from_a_last_pt_whose_weights_are_of_another_width(tmp_path, capfd):
+    """The recorded architecture matches, the tensors do not: one message naming last.pt."""
+    from deepspeaker.nnet.checkpoint import load_checkpoint
+
+    data = write_data_dir(tmp_path / "train", "tr", 12, 4, 0)
+    conf = write_config(tmp_path / "s.yaml", base_config(epochs=1))
+    exp = tmp_path / "exp"
+    assert train_embedding.main(["--config", str(conf), "--max-steps", "1", str(data), "-",
+                                 str(exp)]) == 0
+    ckpt = load_checkpoint(exp / "last.pt")
+    key = next(iter(ckpt["model"]))
+    w = ckpt["model"][key]
+    ckpt["model"][key] = torch.cat([w, torch.zeros_like(w)])   # twice as wide
+    save_checkpoint(exp / "last.pt", ckpt)
+    before = (exp / "last.pt").read_bytes()
+    capfd.readouterr()
+    assert train_embedding.main(["--config", str(conf), str(data), "-", str(exp)]) == 1
+    err = capfd.readouterr().err
+    name = ckpt["model_config"]["name"]
+    assert (f"{exp / 'last.pt'}: the weights do not fit the {name} network the checkpoint "
+            f"records (Error(s) in loading state_dict") in err, err[-2000:]
+    assert (exp / "last.pt").read_bytes() == before
+    assert_clean(err, tmp_path)

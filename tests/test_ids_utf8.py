@@ -213,8 +213,19 @@ def test_stage1_lists_a_missing_latin1_path_and_finishes_the_others(tmp_path):
     assert [p for p in tmp_path.rglob("*") if "tmp" in p.name] == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs deepspeaker/data/audio.py:_open to pass "
-                   "os.fsencode(path) to soundfile, which encodes str paths as strict UTF-8")
 def test_stage1_reads_a_latin1_path(tmp_path):
     d = _data_dir(tmp_path, latin1_path=True)
     assert sorted(_features_of(d, tmp_path)) == ["spkA-u1", "spkA-u2", "spkB-u1", "spkB-u2"]
+
+
+def test_score_embeddings_refuses_an_embedding_scp_that_is_not_utf8(tmp_path, capfd):
+    d, trials, _ = _scoring_tree(tmp_path)
+    scp = tmp_path / "emb.scp"
+    lines = scp.read_bytes().splitlines()
+    lines[2] = lines[2].replace(b"b-1", b"b-\xe91", 1)
+    scp.write_bytes(b"".join(line + b"\n" for line in lines))
+    out = tmp_path / "out/scores"
+    assert score_embeddings.main([str(d), str(trials), str(out), str(scp)]) == 1
+    err = capfd.readouterr().err
+    assert f"{scp}:3: not valid UTF-8 (byte 0xe9 at column 3)" in err, err[-2000:]
+    assert "Traceback" not in err and not out.exists()

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..data.audio import audio_problem
 from ..data.kaldi_dir import read_kaldi_map, write_kaldi_map
 from ..data.table import fmt_float, iter_lines
 from ..marker import Marker, signature
@@ -143,6 +144,11 @@ def _problem(path: Path, sample_rate: int) -> tuple[str | None, float]:
     """(why ``path`` cannot be a source or None, its duration in seconds)."""
     if not path.is_file():
         return "file not found", 0.0
+    # the checks of every audio read (a WAV whose header promises more than the file
+    # holds, random bytes): a source refused here is not a failed utterance later
+    why = audio_problem(str(path))
+    if why:
+        return f"cannot read audio: {why}", 0.0
     try:
         info = sf.info(str(path))
         with sf.SoundFile(str(path)) as f:   # a header that promises more than is there

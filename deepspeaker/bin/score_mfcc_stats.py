@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataDir
+from ..data.ark import read_utt_features
 from ..features import select_voiced
 from ..features import mfcc_from_fbank
 from ..scoring.embedding import trials_with_vectors
@@ -50,14 +51,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def utterance_stats(data: Path, num_ceps: int = 20) -> dict[str, np.ndarray]:
     """Voiced-frame MFCC mean and std of every utterance with features, z-scored over the set."""
-    import kaldiio
-
     d = DataDir.load(data)
     if d.feats_scp is None or d.vad_scp is None:
         raise DeepSpeakerError(f"{data}: needs feats.scp and vad.scp (run stage 1 first)")
     stats = {}
     for utt in sorted(set(d.feats_scp) & set(d.vad_scp)):
-        feats = select_voiced(kaldiio.load_mat(d.feats_scp[utt]), kaldiio.load_mat(d.vad_scp[utt]))
+        feats = select_voiced(*read_utt_features(d, utt))
         if len(feats) < 2:
             logger.warning("%s: fewer than 2 voiced frames; no MFCC stats", utt)
             continue

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..ivector.extractor import train_extractor
 from ..ivector.pipeline import (feature_files, load_exp_config, load_ubm, set_stats,
                                 stage_signature, write_failed)
+from ..data.ark import require_readable_features
 from ..marker import Marker
 from ._cli import run_main
 
@@ -48,6 +49,8 @@ def run(data: Path, exp: Path) -> Path:
                     marker.path)
         return out
     ubm = load_ubm(exp, cfg)
+    # a header check of every entry: stop before any work on a damaged ark
+    require_readable_features(data)
     t0 = time.time()
     failed: dict[str, str] = {}
     keys, n, f = set_stats(data, ubm, cfg, failed)

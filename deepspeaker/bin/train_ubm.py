@@ -20,6 +20,7 @@ from pathlib import Path
 from ..ivector.pipeline import (feature_files, iter_frontend, read_config, save_exp_config,
                                 stage_signature, write_failed)
 from ..ivector.ubm import sample_frames, train_ubm
+from ..data.ark import require_readable_features
 from ..marker import Marker
 from ._cli import run_main
 
@@ -49,6 +50,8 @@ def run(data: Path, exp: Path, config: Path | None) -> Path:
         logger.info("%s is up to date (same config and features, %s); nothing to do", out,
                     marker.path)
         return out
+    # a header check of every entry: stop before any work on a damaged ark
+    require_readable_features(data)
     t0 = time.time()
     failed: dict[str, str] = {}
     try:

@@ -97,8 +97,15 @@ def read_vectors(scp: str | os.PathLike) -> dict[str, np.ndarray]:
     scp = Path(scp)
     if not scp.is_file():
         raise DeepSpeakerError(f"{scp} not found: extract vectors for that set first")
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1)
-            for k, v in kaldiio.load_scp(str(scp)).items()}
+    try:
+        table = kaldiio.load_scp(str(scp))
+    except UnicodeDecodeError as e:
+        from .table import iter_lines
+
+        for _ in iter_lines(scp):   # a TableError naming scp:line and the byte
+            pass
+        raise DeepSpeakerError(f"{scp}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in table.items()}
 
 
 # --------------------------------------------------------------------------- reading features

@@ -200,7 +200,9 @@ def _open(value: str) -> sf.SoundFile:
             raise _Unusable("not a regular file")
         try:
             with open(value, "rb") as raw:
-                f = _soundfile(value)
+                # bytes: soundfile encodes a str name as strict UTF-8, and a Latin-1
+                # name read from wav.scp (a surrogate-escaped str) would not open.
+                f = _soundfile(os.fsencode(value))
                 why = _truncation(raw, os.fstat(raw.fileno()).st_size, f)
         except OSError as e:
             raise _Unusable(f"cannot open the file: {e.strerror or e}") from None

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..config_types import Seed
 from ..data import DataDir
+from ..data.ark import read_utt_features
 from ..marker import file_digest, signature
 from ..utils import (DeepSpeakerError, SizeMismatchError, dataclass_from_dict, load_yaml,
                      save_yaml)
@@ -165,7 +166,6 @@ def iter_frontend(data_dir: Path, opts: FrontendOptions, utts: list[str] | None 
     Utterances with no voiced frames are recorded in ``failed`` (utt -> reason)
     and skipped: the caller lists them, they are never scored as if they were zero.
     """
-    import kaldiio
 
     d = DataDir.load(data_dir)
     if d.feats_scp is None or d.vad_scp is None:
@@ -176,8 +176,9 @@ def iter_frontend(data_dir: Path, opts: FrontendOptions, utts: list[str] | None 
             if failed is not None:
                 failed[utt] = "no features (see failed_utts of the data dir)"
             continue
-        fbank = kaldiio.load_mat(d.feats_scp[utt])
-        vad = kaldiio.load_mat(d.vad_scp[utt])
+        # A damaged entry is a FeatureFileError naming utterance, scp:line and ark; not
+        # caught: training stops on it, extraction has listed such entries beforehand.
+        fbank, vad = read_utt_features(d, utt)
         try:
             x = compute_frontend(fbank, vad, opts)
         except ValueError as e:

@@ -75,14 +75,14 @@ from torch import nn
 
 from deepspeaker.nnet.checkpoint import (CHECKPOINT_VERSION, EpochStats, TrainState,
                                          check_signature, experiment_signature, load_checkpoint,
-                                         load_init, remove_stale_temps, rng_state, save_checkpoint,
-                                         set_rng_state, training_checkpoint)
+                                         load_init, load_weights, remove_stale_temps, rng_state,
+                                         save_checkpoint, set_rng_state, training_checkpoint)
 from deepspeaker.nnet.config import (LR_END, LR_START, MOMENTUM, RUN_SETTINGS, OptimizerSection,
                                      TrainConfig, resolve_speed_settings, train_config_from_dict)
 from deepspeaker.nnet.data import BatchPlan, FeatureSet, pad_batch
 from deepspeaker.nnet.distributed import DistInfo, barrier, broadcast_from_main, is_main
 from deepspeaker.nnet.loader import batch_loader, iterate_batches, resolve_num_workers
-from deepspeaker.nnet.models import build_model, check_compatible
+from deepspeaker.nnet.models import build_model
 from deepspeaker.nnet.objectives import (AT_MARGIN_TOL, Objective, SoftmaxClassifier, Step,
                                          TripletNet, build_objective)
 from deepspeaker.scoring import compute_eer, make_trials
@@ -243,9 +243,9 @@ def build_run(config: TrainConfig, train_dir, dev_dir, exp_dir: Path, info: Dist
 
 def resume(run: TrainingRun, ckpt: dict) -> TrainState:
     """Restore weights, optimizer, generators and the objective's state from ``last.pt``."""
-    check_compatible(ckpt["model_config"], run.model.config(), run.last_path)
+    # the architecture check and weights that do not fit are one message naming last.pt
+    load_weights(run.model, ckpt, run.last_path)
     run.objective.check_resume(ckpt["objective"], run.last_path, run.train_dir)
-    run.model.load_state_dict(ckpt["model"])
     run.objective.load_state_dict(ckpt["objective"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"])

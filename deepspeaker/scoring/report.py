@@ -649,9 +649,9 @@ def plot_histogram(r: Result, path: Path) -> None:
 
 def _save_png(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, format="png", bbox_inches="tight")  # room for an outside legend
-    tmp.replace(path)
+    # atomic_write: a full disk is one "cannot write" message and no temp file is left
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight")  # room for an outside legend
 
 
 # ----------------------------------------------------------------------------- metadata
