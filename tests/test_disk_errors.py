@@ -127,8 +127,21 @@ def _train_ro(tmp_path, freeze):
         f"cannot write {exp}/"
 
 
-@pytest.mark.parametrize("case", [_stage1_ro_data, _stage1_ro_log, _extract_ro, _train_ro],
-                         ids=["stage1-data-dir", "stage1-log-dir", "extract", "train"])
+def _fuse_ro(tmp_path, freeze):
+    """A scorer (every score_* stage and fuse_scores declare the score file's dir)."""
+    trials = tmp_path / "trials"
+    trials.write_text("a x target\nb x nontarget\n")
+    scores = []
+    for k in (1, 2):
+        scores.append(tmp_path / f"s{k}")
+        scores[-1].write_text(f"a x 0.{k}\nb x -0.{k}\n")
+    out = tmp_path / "data" / "fused"
+    return trials, freeze(), [sys.executable, "-m", "deepspeaker.bin.fuse_scores", str(trials),
+                              str(out), *map(str, scores)], f"cannot write {tmp_path / 'data'}"
+
+
+@pytest.mark.parametrize("case", [_stage1_ro_data, _stage1_ro_log, _extract_ro, _train_ro, _fuse_ro],
+                         ids=["stage1-data-dir", "stage1-log-dir", "extract", "train", "scores"])
 def test_read_only_output_dir_is_one_line_naming_it(tmp_path, case):
     with read_only(tmp_path / "data") as freeze:
         _, reason, cmd, expected = case(tmp_path, freeze)

@@ -29,7 +29,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    return run_main(lambda: combine_data_dirs(args.dest, args.sources) and None, argv)
+    return run_main(lambda: combine_data_dirs(args.dest, args.sources) and None, argv,
+                    outputs=[args.dest])
 
 
 if __name__ == "__main__":

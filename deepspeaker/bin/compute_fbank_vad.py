@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.ark import ArkWriter
+from ..data.ark import ArkWriter, load_scp_table
 from ..data import DataDir, iter_audio, read_kaldi_map, require_valid_data_dir, write_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
 from ..jobs import prepare_outputs, run_jobs
@@ -124,8 +124,6 @@ def clean_vads(data: DataDir, vad_from: Path | None):
     """``(utt2uniq, lazy clean vad.scp)`` for ``--vad-from``, or ``({}, {})`` without it."""
     if vad_from is None:
         return {}, {}
-    import kaldiio
-
     scp = vad_from / "vad.scp"
     if not scp.is_file():
         raise DeepSpeakerError("--vad-from needs the clean dir's VAD (run this stage on it "
@@ -133,7 +131,7 @@ def clean_vads(data: DataDir, vad_from: Path | None):
     if data.utt2uniq is None:
         raise DeepSpeakerError("--vad-from needs utt2uniq (copy -> clean utterance)",
                                path=data.path / "utt2uniq")
-    return data.utt2uniq, kaldiio.load_scp(str(scp))
+    return data.utt2uniq, load_scp_table(scp)
 
 
 def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: int,

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         opts = ExtractOptions(checkpoint=args.checkpoint, max_frames=args.max_frames,
                               batch_size=args.batch_size, device=args.device)
         extract_embeddings(args.exp, args.data, opts, force=args.force)
-    return run_main(work, argv)
+    return run_main(work, argv, outputs=[args.exp / args.data.resolve().name] if args.exp.is_dir() else [])
 
 
 if __name__ == "__main__":

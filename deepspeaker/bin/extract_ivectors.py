@@ -101,7 +101,8 @@ def usable_utts(d: DataDir, damaged: dict[str, str]) -> list[str] | None:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    return run_main(lambda: run(args.exp, args.data), argv)
+    return run_main(lambda: run(args.exp, args.data), argv,
+                    outputs=[args.exp / args.data.resolve().name] if args.exp.is_dir() else [])
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     if len(args.scores) < 2:
         get_parser().error("score fusion needs at least two score files")
-    return run_main(lambda: run(args.trials, args.out, args.scores), argv)
+    return run_main(lambda: run(args.trials, args.out, args.scores), argv,
+                    outputs=[args.out.parent])
 
 
 if __name__ == "__main__":

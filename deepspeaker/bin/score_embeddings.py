@@ -74,7 +74,8 @@ def run(data: Path, trials_path: Path, scores_path: Path, scps: list[Path],
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     return run_main(lambda: run(args.data, args.trials, args.scores, args.embeddings,
-                                args.enroll2utt), argv)
+                                args.enroll2utt), argv,
+                    outputs=[args.scores.parent])
 
 
 if __name__ == "__main__":

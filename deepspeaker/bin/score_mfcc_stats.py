@@ -90,7 +90,8 @@ def score(data: Path, trials_path: Path, scores_path: Path, num_ceps: int = 20,
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     return run_main(lambda: score(args.data, args.trials, args.scores, args.num_ceps,
-                                  args.enroll2utt), argv, user_errors=(DeepSpeakerError, ValueError))
+                                  args.enroll2utt), argv, user_errors=(DeepSpeakerError, ValueError),
+                    outputs=[args.scores.parent])
 
 
 if __name__ == "__main__":

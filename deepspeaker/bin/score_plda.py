@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         # One process for every list of a system: each start pays for the imports.
         for trials, scores in pairs:
             run(args.exp, args.data, trials, scores, args.method, args.enroll2utt, args.vectors)
-    return run_main(work, argv)
+    return run_main(work, argv, outputs=sorted({s.parent for _, s in pairs}))
 
 
 if __name__ == "__main__":

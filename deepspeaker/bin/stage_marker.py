@@ -17,6 +17,7 @@ import sys
 
 from ..marker import Marker, signature
 from ..utils import ConfigError, DeepSpeakerError, load_yaml
+from ._cli import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -44,21 +45,25 @@ def build(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    marker = Marker(args.marker)
-    try:
-        sig = build(args)
-    except DeepSpeakerError as e:
-        print(f"stage_marker: {e}", file=sys.stderr)
-        return 2
-    if args.action == "write":
-        marker.write(sig)
-        return 0
-    if marker.matches(sig):
-        return 0
-    if marker.read() is not None:
-        print(f"{marker.path}: made from another {', '.join(marker.differences(sig)[:6])}; redoing",
-              file=sys.stderr)
-    return 1
+
+    def work() -> int:
+        marker = Marker(args.marker)
+        try:
+            sig = build(args)
+        except DeepSpeakerError as e:
+            print(f"stage_marker: {e}", file=sys.stderr)
+            return 2
+        if args.action == "write":
+            marker.write(sig)
+            return 0
+        if marker.matches(sig):
+            return 0
+        if marker.read() is not None:
+            print(f"{marker.path}: made from another "
+                  f"{', '.join(marker.differences(sig)[:6])}; redoing", file=sys.stderr)
+        return 1
+
+    return run_main(work, argv, echo=False)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def subset_utterances(src: Path, dst: Path, utt_list: Path) -> None:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     return run_main(lambda: subset_data_dir(args.src, args.dst, args.speaker_fraction,
-                                            args.seed, args.utt_list), argv)
+                                            args.seed, args.utt_list), argv,
+                    outputs=[args.dst])
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def run(data: Path, exp: Path) -> Path:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    return run_main(lambda: run(args.data, args.exp), argv)
+    return run_main(lambda: run(args.data, args.exp), argv, outputs=[args.exp])
 
 
 if __name__ == "__main__":

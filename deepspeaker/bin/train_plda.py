@@ -164,7 +164,7 @@ def main(argv=None) -> int:
                                        f"back end reads {args.exp}/config.yaml")
             return run(args.exp, args.data)
         return run_vectors(args.exp, args.data, args.vectors, args.config, args.lda_dim)
-    return run_main(work, argv)
+    return run_main(work, argv, outputs=[args.exp] if args.exp.is_dir() else [])
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def run(data: Path, exp: Path, config: Path | None) -> Path:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    return run_main(lambda: run(args.data, args.exp, args.config), argv)
+    return run_main(lambda: run(args.data, args.exp, args.config), argv, outputs=[args.exp])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..scoring.experiment import trial_lists
+from ._cli import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -21,11 +22,14 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def print_lists(eval_dir: str) -> None:
+    for name in trial_lists(eval_dir):
+        print(name)
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    for name in trial_lists(args.eval_dir):
-        print(name)
-    return 0
+    return run_main(lambda: print_lists(args.eval_dir), argv, echo=False)
 
 
 if __name__ == "__main__":

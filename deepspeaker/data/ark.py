@@ -90,22 +90,30 @@ def write_ark_scp(ark, scp, arrays: Mapping[str, np.ndarray] | Iterable[tuple[st
 
 def read_vectors(scp: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{key: float64 vector}`` of an i-vector or embedding scp."""
-    import kaldiio
-
     from ..utils import DeepSpeakerError
 
     scp = Path(scp)
     if not scp.is_file():
         raise DeepSpeakerError(f"{scp} not found: extract vectors for that set first")
+    table = load_scp_table(scp)
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in table.items()}
+
+
+def load_scp_table(scp: str | os.PathLike):
+    """kaldiio's lazy table of ``scp``; a line that is not UTF-8 (kaldiio decodes every key
+    as UTF-8) is a TableError naming ``scp:line`` and the byte, not a UnicodeDecodeError."""
+    import kaldiio
+
+    from ..utils import DeepSpeakerError
+
     try:
-        table = kaldiio.load_scp(str(scp))
+        return kaldiio.load_scp(str(scp))
     except UnicodeDecodeError as e:
         from .table import iter_lines
 
         for _ in iter_lines(scp):   # a TableError naming scp:line and the byte
             pass
         raise DeepSpeakerError(f"{scp}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in table.items()}
 
 
 # --------------------------------------------------------------------------- reading features
