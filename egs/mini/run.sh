@@ -35,8 +35,8 @@ fi
 
 . ../../utils/stages.sh
 # Results with augmentation (conf/augment_quick.yaml) and PLDA, AMD EPYC, 2026-12-02
-# (README): GRU softmax + triplet 6.26% cosine / 5.30% PLDA (no augmentation 8.50 /
-# 6.93%); ResCNN 14.38 / 14.32% (no augmentation 11.46 / 13.16%).
+# (README): GRU softmax + triplet 5.80% cosine / 4.68% PLDA (no augmentation 7.38 /
+# 6.68%); ResCNN 13.65 / 13.58% (no augmentation 13.29 / 14.43%).
 # Without augmentation (--augment-conf ""), seed 0, eval `trials` (1,900 anchors x (1 + 99)), EER / ACC, on the earlier
 # development machine (they depend on the CPU: see README); all in exp/RESULTS.md:
 #   stage 2  MFCC-stats cosine                        21.55% / 36.53%
