@@ -124,16 +124,19 @@ def test_sigkill_of_the_main_process_takes_its_jobs_with_it(gated):
     _rerun_matches(data, gate, reference)
 
 
-def test_ctrl_c_in_training_is_one_line_and_the_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("to_group", [False, True], ids=["main-only", "terminal-group"])
+def test_ctrl_c_in_training_is_one_line_and_the_rerun_resumes(tmp_path, to_group):
     train = write_data_dir(tmp_path / "train", "tr", 8, 4, 0)
-    conf = write_config(tmp_path / "c.yaml", base_config(epochs=40, save_every_steps=1))
+    conf = write_config(tmp_path / "c.yaml", base_config(epochs=40, save_every_steps=1,
+                                                     loader={"num_workers": 2}))
     exp = tmp_path / "exp"
     cmd = [sys.executable, "-m", "deepspeaker.bin.train_embedding", "--config", str(conf),
            "--device", "cpu", str(train), "-", str(exp)]
     proc = start(cmd)
     log = exp / "log" / "train.rank0.log"
     wait_for(lambda: log.exists() and "(global 3)" in log.read_text(), "step 3", proc=proc)
-    proc.send_signal(signal.SIGINT)
+    # A terminal's Ctrl-C reaches the loader's workers too (the whole foreground group).
+    os.killpg(proc.pid, signal.SIGINT) if to_group else proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted (SIGINT)" in err

@@ -283,3 +283,28 @@ def test_softmax_steps_read_nothing_back_from_the_device_between_logging_steps(
         on_device.add({"loss": v.double(), "acc": v}, torch.tensor(False))
         plain.add({"loss": float(v)}, False)
     assert on_device.sync() == plain and on_device.mean_loss() == plain.mean_loss()
+
+
+@pytest.mark.parametrize("stage", ["softmax", "triplet"])
+def test_a_worker_sends_no_tensor_only_numbers_and_numpy(train_dev, stage, monkeypatch):
+    """No file descriptor per batch (torch's tensor sharing): its socket thread in the
+    worker printed a traceback when Ctrl-C stopped the main process mid-transfer."""
+    from multiprocessing.reduction import ForkingPickler
+    from types import SimpleNamespace
+
+    import deepspeaker.nnet.loader as loader_mod
+
+    plan = BatchPlan(FeatureSet.load(train_dev[0], min_frames=10), stage, 8, 32, seed=5)
+    ref = _loader_batches(plan, 0, epochs=1)
+    rows = plan.batch_size * (2 if stage == "triplet" else 1)
+    slots = loader_mod.SharedSlots(1, 2, rows * 32 * plan.feats.num_bins, wait_s=0.01)
+    dataset = loader_mod.StepBatches(plan, 0, 0, 1, slots=slots)
+    monkeypatch.setattr(loader_mod, "get_worker_info", lambda: SimpleNamespace(id=0))
+    sent = [ForkingPickler.loads(ForkingPickler.dumps(dataset[k])) for k in range(3)]
+    assert all(b"torch" not in bytes(ForkingPickler.dumps(s)) for s in sent)
+    assert [s.slot for s in sent] == [0, 1, -1]   # two slots, then by value
+    got = [s.tensors() for s in sent]
+    assert [g.pop("slot", None) for g in got] == [(0, 0), (0, 1), None]
+    _same_batches(got, ref[:3])
+    slots.release({"slot": (0, 0)})
+    assert dataset[3].slot == 0

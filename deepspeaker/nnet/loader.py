@@ -26,10 +26,13 @@ at the resumed step).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import mmap
 import multiprocessing
 import os
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -70,46 +73,104 @@ def resolve_num_workers(num_workers: int | str) -> int:
 
 
 class SharedSlots:
-    """Shared-memory batch buffers that each worker reuses once the main process is done with them.
+    """Batch buffers in memory the main process shares with its workers, reused once it is done.
 
-    A new shared buffer per batch costs more than building the batch (creating, zero
-    filling and mapping 13 MB of shared memory for 256 x 200 x 64 chunks: 31 ms against
-    8 ms for ordinary memory, measured here).  So each worker keeps ``slots`` buffers of
-    ``capacity`` floats, made in the worker on first use; ``busy`` (shared, made before
-    the fork) says which ones the main process still holds: the worker marks a slot busy
+    One anonymous shared mapping of ``workers x slots x capacity`` floats is made in the
+    main process *before* the fork, so every worker writes its chunks into memory the
+    main process already has mapped, and a batch crosses the process boundary as its
+    slot number and a few small numpy arrays (labels), never as a tensor.  Passing
+    tensors would make torch send a file descriptor per tensor through a socket thread
+    in the worker (``multiprocessing.resource_sharer``), which prints a traceback when
+    the main process is interrupted mid-transfer; and a fresh shared buffer per batch
+    costs more than building the batch (31 against 8 ms for 256 x 200 x 64 chunks,
+    measured here).  Pages of the mapping are committed only once written, so slots
+    never used cost address space, not memory.
+
+    ``busy`` says which slots the main process still holds: a worker marks a slot busy
     when it fills it, :func:`iterate_batches` frees it when the next batch is asked for
     (the step that used it is done; a pinned copy was made before that).  ``slots`` covers
     what can be outstanding (``prefetch`` per worker, the batch in use and one in the
-    pinning thread); a worker that still finds none free makes a new buffer after
-    ``wait_s``, so a miscount costs time, never a deadlock.
+    pinning thread); a worker that still finds none free after ``wait_s`` builds the
+    batch in its own memory and sends it by value, so a miscount costs time, never a
+    deadlock.
     """
 
     def __init__(self, num_workers: int, slots: int, capacity: int, wait_s: float = 5.0):
-        self.busy = torch.zeros((max(1, num_workers), slots), dtype=torch.int32).share_memory_()
+        workers = max(1, num_workers)
+        self.busy = np.frombuffer(mmap.mmap(-1, workers * slots * 4), dtype=np.int32)
+        self.busy = self.busy.reshape(workers, slots)
         self.capacity, self.wait_s = capacity, wait_s
-        self._buffers: dict[int, torch.Tensor] = {}
+        self._map = mmap.mmap(-1, max(1, workers * slots * capacity) * 4)
+        self.buffers = np.frombuffer(self._map, dtype=np.float32).reshape(workers, slots, capacity)
+        self.key = next(_SLOT_KEYS)
+        _SLOTS[self.key] = self
 
-    def take(self, shape) -> tuple[torch.Tensor, int]:
-        """(a float32 tensor of ``shape`` in shared memory, its slot or -1) in this worker."""
+    def take(self, shape) -> tuple[np.ndarray, int]:
+        """(a float32 array of ``shape``, its slot or -1 for private memory) in this worker."""
         worker = get_worker_info().id
         numel = int(np.prod(shape))
         if numel <= self.capacity:
             deadline = time.monotonic() + self.wait_s
             while time.monotonic() < deadline:
-                free = torch.nonzero(self.busy[worker] == 0)
+                free = np.flatnonzero(self.busy[worker] == 0)
                 if len(free):
                     slot = int(free[0])
-                    if slot not in self._buffers:
-                        self._buffers[slot] = torch.empty(self.capacity).share_memory_()
                     self.busy[worker, slot] = 1
-                    return self._buffers[slot][:numel].view(shape), slot
+                    return self.buffers[worker, slot, :numel].reshape(shape), slot
                 time.sleep(0.001)
-        return torch.empty(shape, dtype=torch.float32).share_memory_(), -1
+        return np.empty(shape, dtype=np.float32), -1
+
+    def view(self, worker: int, slot: int, shape) -> torch.Tensor:
+        """The main process's view of a slot that ``worker`` filled."""
+        return torch.from_numpy(self.buffers[worker, slot, :int(np.prod(shape))].reshape(shape))
 
     def release(self, batch: dict) -> None:
         worker, slot = batch.get("slot", (-1, -1))
         if slot >= 0:
             self.busy[worker, slot] = 0
+
+
+_SLOT_KEYS = itertools.count()
+_SLOTS: weakref.WeakValueDictionary[int, SharedSlots] = weakref.WeakValueDictionary()
+
+
+class WorkerBatch:
+    """A batch as a worker sends it: numpy arrays by value, the chunks as a slot number.
+
+    Not a mapping, so the DataLoader's conversion in the worker leaves it alone (it would
+    turn the arrays into tensors, sent by file descriptor).  In the main process
+    :meth:`tensors` (or :meth:`pin_memory`, called by the DataLoader's pinning thread on
+    CUDA) turns it into the dict of tensors the objectives take.  ``chunks`` is the
+    chunk array itself when no slot was free (slot -1).
+    """
+
+    def __init__(self, items: dict, key: int, worker: int, slot: int, chunks: np.ndarray):
+        self.items, self.key, self.worker, self.slot = items, key, worker, slot
+        self.shape = chunks.shape
+        self.chunks = chunks if slot < 0 else None
+
+    def tensors(self) -> dict:
+        out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+               for k, v in self.items.items()}
+        if self.slot >= 0:
+            out["slot"] = (self.worker, self.slot)
+            _place_chunks(out, _SLOTS[self.key].view(self.worker, self.slot, self.shape))
+        else:
+            _place_chunks(out, torch.from_numpy(self.chunks))
+        return out
+
+    def pin_memory(self, device=None) -> dict:
+        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v
+                for k, v in self.tensors().items()}
+
+
+def _place_chunks(batch: dict, chunks) -> None:
+    """Put the chunks where the objective reads them: ``feats``, or ``anchor`` + ``positive``."""
+    if "speakers" in batch:
+        n = len(batch["speakers"])
+        batch["anchor"], batch["positive"] = chunks[:n], chunks[n:]
+    else:
+        batch["feats"] = chunks
 
 
 class StepBatches(Dataset):
@@ -127,21 +188,21 @@ class StepBatches(Dataset):
     def step_of(self, k: int) -> tuple[int, int]:
         return divmod(self.first + k, self.plan.steps_per_epoch)
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, k: int) -> dict | WorkerBatch:
         epoch, step = self.step_of(k)
         made = []
+        in_worker = get_worker_info() is not None and self.slots is not None
 
         def allocate(shape):
-            # In a worker, shared memory from the start (a reused slot): the DataLoader then
-            # passes the batch to the main process as it is, without a copy.
-            if get_worker_info() is not None and self.slots is not None:
+            if in_worker:
+                # A slot of the shared mapping: the main process reads it where it is.
                 made.append(self.slots.take(shape))
-            else:
-                # numpy's allocation, not torch.empty: glibc reuses numpy's freed 13 MB
-                # blocks, while torch maps fresh pages for each batch (measured: 2 against
-                # 24 ms per batch of 256 x 200 x 64 to allocate and fill).
-                made.append((torch.from_numpy(np.empty(shape, dtype=np.float32)), -1))
-            return made[-1][0].numpy()
+                return made[-1][0]
+            # numpy's allocation, not torch.empty: glibc reuses numpy's freed 13 MB
+            # blocks, while torch maps fresh pages for each batch (measured: 2 against
+            # 24 ms per batch of 256 x 200 x 64 to allocate and fill).
+            made.append((np.empty(shape, dtype=np.float32), -1))
+            return made[-1][0]
 
         try:
             batch = self.plan.batch(epoch, step, self.rank, self.world_size, allocate=allocate)
@@ -149,14 +210,13 @@ class StepBatches(Dataset):
             # Passed back as a value: the DataLoader would re-raise it as a worker traceback.
             return {"epoch": epoch, "step": step, "error": e}
         chunks, slot = made[0]
-        if slot >= 0:
-            batch["slot"] = (get_worker_info().id, slot)
-        if "feats" in batch:
-            batch["feats"] = chunks
-        else:
-            n = batch["anchor"].shape[0]
-            batch["anchor"], batch["positive"] = chunks[:n], chunks[n:]
-        return {"epoch": epoch, "step": step, **batch}
+        batch = {"epoch": epoch, "step": step, **batch}
+        for key in ("feats", "anchor", "positive"):
+            batch.pop(key, None)
+        if in_worker:
+            return WorkerBatch(batch, self.slots.key, get_worker_info().id, slot, chunks)
+        _place_chunks(batch, torch.from_numpy(chunks))
+        return batch
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -202,6 +262,8 @@ def iterate_batches(loader: DataLoader):
         for batch in batches:
             if previous is not None and slots is not None:
                 slots.release(previous)
+            if isinstance(batch, WorkerBatch):
+                batch = batch.tensors()
             if "error" in batch:
                 raise batch["error"]
             previous = batch
@@ -209,5 +271,5 @@ def iterate_batches(loader: DataLoader):
     return generate()
 
 
-__all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "batch_loader",
+__all__ = ["MAX_AUTO_WORKERS", "SharedSlots", "StepBatches", "WorkerBatch", "batch_loader",
            "default_num_workers", "iterate_batches", "resolve_num_workers"]
