@@ -124,6 +124,17 @@ def clipped_relu(x: torch.Tensor, clip: float) -> torch.Tensor:
     return F.hardtanh(x, 0.0, clip)
 
 
+def exporting() -> bool:
+    """True while the model is traced, scripted or exported (TorchScript, ONNX, torch.export).
+
+    The forward then leaves out what only eager mode can do: checks of tensor values.
+    """
+    # Not torch.compiler.is_compiling(): torch.compile runs the checks (a graph break)
+    # and must give what eager mode gives.
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting())
+
+
 def _time_mask(lengths: torch.Tensor, num_frames: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) mask, 1 on valid frames and 0 on padding."""
     frames = torch.arange(num_frames, device=lengths.device)
@@ -268,7 +279,17 @@ class EmbeddingNet(nn.Module):
         # SequenceBatchNorm starts at gain 1 / shift 0; nn.GRU keeps its default init.
 
     def _check_input(self, x: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Validate shapes; zero padded frames; lengths None when every frame is valid."""
+        """Validate shapes; zero padded frames; lengths None when every frame is valid.
+
+        While the model is traced or exported (:func:`exporting`) the checks of
+        values are left out and the padded path is always taken: a ``bool`` of a
+        tensor would be frozen into the graph as the value of the example batch (or
+        stop ``torch.export``).  The padded path with every frame valid computes the
+        same embedding as the unpadded one up to float rounding (~1e-7).
+        """
+        if exporting() and lengths is not None:
+            lengths = lengths.long()
+            return x * _time_mask(lengths, x.shape[1], x.dtype)[:, :, None], lengths
         bins = self.options.num_mel_bins
         if x.dim() != 3 or x.shape[2] != bins:
             raise ConfigError(f"{self.name} expects features of shape (batch, frames, {bins}) "
