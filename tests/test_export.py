@@ -127,6 +127,10 @@ def test_exported_model_agrees_with_pytorch(recipe, utterances, name, fmt, one_t
     with torch.no_grad():
         batch = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
         alone = np.concatenate([model(torch.from_numpy(u)[None]).numpy() for u in utterances])
+    if fmt == "torchscript":  # no device of the tracing run is frozen in: runs on CUDA too
+        graph = str(torch.jit.load(str(out)).net.inlined_graph)
+        assert "aten::gru" in graph or name == "rescnn"
+        assert "Device = prim::Constant" not in graph
     got = _run_exported(out, fmt, x, lengths)
     assert got.shape == (len(SECONDS), 512)
     assert np.abs(got - batch).max() < TOL
@@ -167,6 +171,23 @@ def test_feature_settings_can_be_given(recipe, tmp_path):
     conf.write_text(yaml.safe_dump({"fbank": {"num_mel_bins": 64, "low_freq": 40.0}}))
     meta = export_model(exp, tmp_path / "r.pt", "torchscript", features=conf)
     assert meta["fbank"]["low_freq"] == 40.0 and meta["vad"]["vad_energy_threshold"] == 5.0
+
+
+def test_a_checkpoint_file_exports_alone(recipe, tmp_path, utterances):
+    """A checkpoint beside its config, or alone (its recorded architecture), with given features."""
+    exp = recipe / "exp" / "gru_softmax_triplet"
+    lone = tmp_path / "lone.pt"
+    lone.write_bytes((exp / "best.pt").read_bytes())
+    conf = recipe / "data/train/data/conf_train.yaml"
+    meta = export_model(lone, tmp_path / "lone.ts", "torchscript", features=conf)
+    assert meta["source"] == {"checkpoint": str(lone), "features": str(conf)}
+    assert export_model(exp / "best.pt", tmp_path / "b.ts", "torchscript")["model"] == "gru"
+    x = torch.from_numpy(utterances[0])[None]
+    with torch.no_grad():
+        a, b = torch.jit.load(str(tmp_path / "lone.ts"))(x), torch.jit.load(str(tmp_path / "b.ts"))(x)
+    assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="max_frames must be an integer >= 1, got 0"):
+        export_model(exp, tmp_path / "c.ts", "torchscript", max_frames=0)
 
 
 def test_torch_export_accepts_dynamic_batch_and_length(recipe, utterances, one_torch_thread):
@@ -231,7 +252,8 @@ def test_ivector_system_and_missing_features_are_refused(recipe, tmp_path, capfd
     ivec.mkdir(parents=True)
     save_yaml(ivec / "system.yaml", {"kind": "ivector", "train_set": "data/train"})
     assert export_bin.main([str(ivec)]) == 1
-    assert "is a ivector system: only Deep Speaker networks" in capfd.readouterr().err
+    assert (f"{ivec}/system.yaml: {ivec} is not a Deep Speaker network but a system of kind "
+            "ivector: only the rescnn and gru networks" in capfd.readouterr().err)
     exp = make_recipe_exp(tmp_path / "lone", "gru")
     (exp / "system.yaml").unlink()
     with pytest.raises(DeepSpeakerError, match="feature settings are unknown; give the stage-1 "

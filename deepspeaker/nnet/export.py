@@ -22,7 +22,9 @@ Choices, and why:
 * **Tracing, not scripting.**  Both formats are made by tracing a wrapper that always
   passes ``lengths``; while tracing, the network leaves out its checks of tensor
   values and always takes the padded path (:func:`deepspeaker.nnet.models.exporting`),
-  so a batch of full rows gives the unpadded embedding up to float rounding.  The
+  so a batch of full rows gives the unpadded embedding up to float rounding, and
+  builds its frame indices and GRU state on the device of its input, so that no
+  device of the tracing run is frozen into the graph (TorchScript runs on CUDA too).  The
   TorchScript file wraps the traced graph in a scripted module whose ``lengths`` may
   be omitted (every frame valid); ONNX inputs cannot be optional, so there
   ``lengths`` is required (pass the number of frames for an unpadded utterance).
@@ -131,8 +133,9 @@ def _refuse_non_network(exp_dir: Path) -> None:
     info = exp_dir / "system.yaml"
     kind = load_yaml(info).get("kind") if info.is_file() else None
     if kind not in (None, "deepspeaker"):
-        raise DeepSpeakerError(f"{exp_dir} is a {kind} system: only Deep Speaker networks "
-                               "(rescnn, gru) are exported to TorchScript or ONNX", path=info)
+        raise DeepSpeakerError(f"{exp_dir} is not a Deep Speaker network but a system of kind "
+                               f"{kind}: only the rescnn and gru networks are exported to "
+                               "TorchScript or ONNX", path=info)
     if not (exp_dir / "config.yaml").is_file():
         raise DeepSpeakerError(f"{exp_dir} is not a trained embedding experiment "
                                "(no config.yaml, the training config stage 6/7 saves)",
@@ -395,6 +398,8 @@ def export_model(source: str | os.PathLike, out_path: str | os.PathLike, fmt: st
     stage 8 embeds with.  Returns the metadata written into the file.
     """
     check_format(fmt)
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise ConfigError(f"max_frames must be an integer >= 1, got {max_frames!r}")
     model, ckpt, exp_dir = load_exportable(source, checkpoint)
     feature_cfg, feature_source = resolve_features(exp_dir, features)
     metadata = export_metadata(model, feature_cfg, fmt, {"checkpoint": str(ckpt),

@@ -137,7 +137,12 @@ def exporting() -> bool:
 
 def _time_mask(lengths: torch.Tensor, num_frames: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) mask, 1 on valid frames and 0 on padding."""
-    frames = torch.arange(num_frames, device=lengths.device)
+    if exporting():
+        # Frame indices on whatever device ``lengths`` is on when the exported graph
+        # runs; arange would record the device of the tracing run as a constant.
+        frames = lengths.new_ones(num_frames).cumsum(0) - 1
+    else:
+        frames = torch.arange(num_frames, device=lengths.device)
     return (frames[None, :] < lengths[:, None]).to(dtype)
 
 
@@ -450,9 +455,11 @@ class GRUNet(EmbeddingNet):
         batch, channels, frames, bins = maps.shape
         h = maps.permute(0, 2, 1, 3).reshape(batch, frames, channels * bins)
         seq_mask = None if mask is None else mask.view(batch, frames, 1)
+        # nn.GRU's own zero state would be recorded on the tracing run's device.
+        h0 = h.new_zeros(1, batch, self.frame_dim) if exporting() else None
         for norm, gru in zip(self.input_norms, self.grus):
             # Forward-only recurrence: valid frames never depend on the padding after them.
-            h, _ = gru(norm(h, seq_mask))
+            h, _ = gru(norm(h, seq_mask), h0)
         return h, lengths
 
 
