@@ -135,6 +135,10 @@ def test_exported_model_agrees_with_pytorch(recipe, utterances, name, fmt, one_t
     assert got.shape == (len(SECONDS), 512)
     assert np.abs(got - batch).max() < TOL
     assert np.abs(got - alone).max() < TOL  # padding leaks into no row
+    short, short_lengths = pad_batch([u[:n] for u, n in zip(utterances, (1, 5, 3))])
+    with torch.no_grad():  # down to one frame, shorter than ResCNN's total stride
+        want = model(torch.from_numpy(short), torch.from_numpy(short_lengths)).numpy()
+    assert np.abs(_run_exported(out, fmt, short, short_lengths) - want).max() < TOL
     one = utterances[1][None]
     assert np.abs(_run_exported(out, fmt, one, None) - alone[1:2]).max() < TOL
     # The rows differ from each other by far more than the tolerance: the test can fail.

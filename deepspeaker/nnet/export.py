@@ -23,8 +23,10 @@ Choices, and why:
   passes ``lengths``; while tracing, the network leaves out its checks of tensor
   values and always takes the padded path (:func:`deepspeaker.nnet.models.exporting`),
   so a batch of full rows gives the unpadded embedding up to float rounding, and
-  builds its frame indices and GRU state on the device of its input, so that no
-  device of the tracing run is frozen into the graph (TorchScript runs on CUDA too).  The
+  builds its frame indices and GRU state on the device of its input, so that the
+  graph holds no device constant of the tracing run (a TorchScript file can be moved
+  with ``.to(device)``).  The graph checks no values: ``lengths`` must lie in
+  [1, frames], as :func:`~deepspeaker.nnet.data.pad_batch` makes them.  The
   TorchScript file wraps the traced graph in a scripted module whose ``lengths`` may
   be omitted (every frame valid); ONNX inputs cannot be optional, so there
   ``lengths`` is required (pass the number of frames for an unpadded utterance).

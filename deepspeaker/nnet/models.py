@@ -40,6 +40,11 @@ Choices the paper leaves open, and why:
 * **Memory format** is not an option (a checkpoint must not depend on it): after
   ``model.to(memory_format=torch.channels_last)`` ResCNN feeds its one-channel input
   as channels_last too and every layer keeps that layout; outputs are the same.
+* **Exportable** (:mod:`deepspeaker.nnet.export`): while traced or exported
+  (:func:`exporting`) the forward leaves out its checks of tensor values, always
+  takes the padded path, and makes its frame indices and GRU state on its input's
+  device, so that the graph keeps batch and length dynamic and holds no device
+  constant.  Eager mode runs the same operations as before, bit for bit.
 * **Batch-norm statistics are per rank** (``nn.SyncBatchNorm.convert_sync_batchnorm``
   does not know this module), as in the paper's synchronous SGD.  Training batches
   without padding (fixed-length chunks) take the fused ``F.batch_norm`` path.
