@@ -339,20 +339,20 @@ def _onnx_metadata_props(path: Path) -> dict[str, str]:
     each field-14 entry is a StringStringEntryProto (key = 1, value = 2).  Bytes that
     are not protobuf give an empty dict.
     """
-    data = path.read_bytes()
+    data = memoryview(path.read_bytes())  # slices of a memoryview copy nothing (the weights)
     props: dict[str, str] = {}
     try:
         for number, value in _fields(data):
-            if number == 14 and isinstance(value, bytes):
-                entry = {n: v for n, v in _fields(value) if isinstance(v, bytes)}
+            if number == 14 and isinstance(value, memoryview):
+                entry = {n: bytes(v) for n, v in _fields(value) if isinstance(v, memoryview)}
                 props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
     except (ValueError, IndexError, UnicodeDecodeError):
         return {}
     return props
 
 
-def _fields(data: bytes):
-    """(field number, int or bytes) of each field of one protobuf message."""
+def _fields(data: memoryview):
+    """(field number, int or memoryview) of each field of one protobuf message."""
     pos = 0
     while pos < len(data):
         key, pos = _varint(data, pos)
@@ -360,20 +360,20 @@ def _fields(data: bytes):
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
-            value, pos = int.from_bytes(data[pos:pos + 8], "little"), pos + 8
+            value, pos = int.from_bytes(data[pos:pos + 8].tobytes(), "little"), pos + 8
         elif wire == 2:
             size, pos = _varint(data, pos)
             if pos + size > len(data):
                 raise ValueError("field runs past the end")
             value, pos = data[pos:pos + size], pos + size
         elif wire == 5:
-            value, pos = int.from_bytes(data[pos:pos + 4], "little"), pos + 4
+            value, pos = int.from_bytes(data[pos:pos + 4].tobytes(), "little"), pos + 4
         else:
             raise ValueError(f"wire type {wire}")
         yield number, value
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = data[pos]
