@@ -251,6 +251,13 @@ def test_damaged_kaldi_files_name_the_file_and_where(tmp_path, content, message)
     assert message in str(e.value)
 
 
+def test_a_broken_model_is_not_written(tmp_path):
+    broken = TwoCovPLDA.from_kaldi(mean=[np.nan, 0.0], transform=np.eye(2), psi=[1.0, 1.0])
+    with pytest.raises(ValueError, match=r"plda: cannot write this model: refusing to write NaN"):
+        write_kaldi_plda(broken, tmp_path / "plda")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_text_matrix_with_ragged_rows_is_refused(tmp_path):
     (tmp_path / "t.mat").write_text(" [\n  1 2 3 \n  4 5 ]\n")
     with pytest.raises(ValueError, match=r"t\.mat:3: matrix row has 2 values, the first has 3"):

@@ -107,18 +107,26 @@ def matrix_bytes(m, binary: bool = True, double: bool = False) -> bytes:
     return _array_bytes(m, binary, double, 2)
 
 
-def _write_object(path: str | os.PathLike, body: bytes, binary: bool) -> None:
-    """``WriteKaldiObject``: the binary header, then the object; atomically."""
+def _write_object(path: str | os.PathLike, body: Callable[[], bytes], binary: bool) -> None:
+    """``WriteKaldiObject``: the binary header, then the object; atomically.
+
+    A model that cannot be written (NaN values: a broken model) is a KaldiFormatError
+    naming the file, and nothing is written.
+    """
+    try:
+        data = body()
+    except ValueError as e:
+        raise KaldiFormatError(f"{path}: cannot write this model: {e}") from None
     with atomic_write(path, "wb") as f:
-        f.write((BINARY_HEADER if binary else b"") + body)
+        f.write((BINARY_HEADER if binary else b"") + data)
 
 
 def write_kaldi_vector(path, v, binary: bool = True, double: bool = True) -> None:
-    _write_object(path, vector_bytes(v, binary, double), binary)
+    _write_object(path, lambda: vector_bytes(v, binary, double), binary)
 
 
 def write_kaldi_matrix(path, m, binary: bool = True, double: bool = False) -> None:
-    _write_object(path, matrix_bytes(m, binary, double), binary)
+    _write_object(path, lambda: matrix_bytes(m, binary, double), binary)
 
 
 def write_kaldi_lda(lda: LdaTransform, transform_path, mean_path, binary: bool = True) -> None:
@@ -131,17 +139,21 @@ def write_kaldi_lda(lda: LdaTransform, transform_path, mean_path, binary: bool =
     write_kaldi_vector(mean_path, lda.mean, binary, double=True)
 
 
-def plda_bytes(plda: TwoCovPLDA, binary: bool = True) -> bytes:
-    """``Plda::Write`` of ``plda``, with the binary header when ``binary``."""
-    body = (_token(PLDA_BEGIN) + vector_bytes(plda.mean, binary) + matrix_bytes(plda.transform, binary, True)
+def _plda_body(plda: TwoCovPLDA, binary: bool) -> bytes:
+    """``Plda::Write``: tokens around mean, transform and psi, all double."""
+    return (_token(PLDA_BEGIN) + vector_bytes(plda.mean, binary)
+            + matrix_bytes(plda.transform, binary, double=True)
             + vector_bytes(plda.psi, binary) + _token(PLDA_END))
-    return (BINARY_HEADER if binary else b"") + body
+
+
+def plda_bytes(plda: TwoCovPLDA, binary: bool = True) -> bytes:
+    """The bytes of Kaldi's ``plda`` file of ``plda``: header (when ``binary``) and object."""
+    return (BINARY_HEADER if binary else b"") + _plda_body(plda, binary)
 
 
 def write_kaldi_plda(plda: TwoCovPLDA, path, binary: bool = True) -> None:
     """Kaldi's ``plda`` file (as ``ivector-compute-plda`` writes it) of ``plda``, atomically."""
-    with atomic_write(path, "wb") as f:
-        f.write(plda_bytes(plda, binary))
+    _write_object(path, lambda: _plda_body(plda, binary), binary)
 
 
 def plda_scoring_options(config: PldaConfig) -> list[str]:
