@@ -83,15 +83,21 @@ def models_dir(exp: Path) -> Path:
 
 
 def kaldi_commands(out: Path, vectors_scp: str = "VECTORS.scp") -> list[str]:
-    """The Kaldi pipelines that score ``vectors_scp`` with the files in ``out`` as we do."""
-    prep = (f"ivector-subtract-global-mean {out}/mean.vec scp:{vectors_scp} ark:- | "
-            f"transform-vec {out}/transform.mat ark:- ark:- | ivector-normalize-length ark:- ark:-")
+    """The Kaldi commands that score ``vectors_scp`` with the files in ``out`` as score_plda does.
+
+    Enrollment models of k utterances average the utterances' vectors after the length
+    normalisation, as score_plda does (Kaldi's sre10 recipe averages before it: a
+    different scorer), and are scored with ``--num-utts``.
+    Trials whose enrollment is one utterance (``trials``) take ``ark:vectors.ark`` as
+    the models and no ``--num-utts``.
+    """
     return [
-        f"{prep} > vectors.ark   # test (and enrollment) vectors, one per utterance",
-        ("ivector-mean ark:enroll2utt ark:vectors.ark ark:models.ark ark,t:num_utts.ark"
-         "   # k-utterance models: average AFTER length normalisation"),
+        (f"ivector-subtract-global-mean {out}/mean.vec scp:{vectors_scp} ark:- | "
+         f"transform-vec {out}/transform.mat ark:- ark:- | "
+         f"ivector-normalize-length ark:- ark:vectors.ark"),
+        "ivector-mean ark:enroll2utt ark:vectors.ark ark:models.ark ark,t:num_utts.ark",
         (f"ivector-plda-scoring --config={out}/plda_scoring.conf --num-utts=ark:num_utts.ark "
-         f"{out}/plda ark:models.ark ark:vectors.ark \"cut -d' ' -f1,2 trials |\" scores"),
+         f"{out}/plda ark:models.ark ark:vectors.ark \"cut -d' ' -f1,2 trials_enroll3 |\" scores"),
     ]
 
 

@@ -12,16 +12,24 @@ A Kaldi user scores our vectors with Kaldi's tools and these three files, as Kal
   zero (up to rounding) and the mean lives in ``mean.vec``.  We write the same: ``[A, 0]``
   beside ``mean.vec``, so that the recipe's pipeline ``subtract mean -> transform-vec ->
   ivector-normalize-length`` gives exactly :meth:`LdaTransform.apply` followed by
-  :func:`length_normalize` (Kaldi's ``--scaleup=true``: norm ``sqrt(dim)``).  Its rows
-  are normalised so that the projected within-class covariance is the identity
-  (``--total-covariance-factor=0``), ordered by decreasing between-class variance;
+  :func:`length_normalize` (Kaldi's ``--scaleup=true``: norm ``sqrt(dim)``).  The
+  matrix is computed as ``ivector-compute-lda`` computes it (:func:`train_lda`:
+  covariances normalised by the number of utterances, the within-class one whitened
+  with eigenvalues floored at ``--covariance-floor`` times the largest, the whitened
+  between-class one diagonalised), so its rows make the projected within-class
+  covariance the identity (``--total-covariance-factor=0``) and come in decreasing
+  between-class variance.  It is stored in float, as Kaldi stores it: our float64
+  matrix rounded, about 1e-7 relative;
 * ``plda``: ``Plda::Write``: the token ``<Plda>``, ``mean`` (Vector<double>),
   ``transform`` (Matrix<double>), ``psi`` (Vector<double>), ``</Plda>``.  ``transform``
   makes the within-class covariance the identity and the between-class one
   ``diag(psi)``; this is how :class:`TwoCovPLDA` keeps its model too, so the numbers
   are written as they are (:meth:`TwoCovPLDA.from_kaldi` recovers the covariances).
   The scoring options (length normalisation) are not in a Kaldi PLDA file:
-  :func:`plda_scoring_options` gives them as ``ivector-plda-scoring`` flags.
+  :func:`plda_scoring_options` gives them as ``ivector-plda-scoring`` flags.  A model
+  of k enrollment utterances is, as in ``score_plda``, the average of the utterances'
+  vectors after ``ivector-normalize-length`` (``ivector-mean`` with its ``num_utts``
+  table), scored with ``--num-utts``.
 
 The encoding (Kaldi's ``base/io-funcs``, ``matrix/kaldi-vector.cc``, ``kaldi-matrix.cc``):
 
