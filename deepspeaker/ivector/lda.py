@@ -131,6 +131,37 @@ class LdaTransform:
         """The (K, D+1) matrix ``[A, -A mean]`` that Kaldi's ``transform-vec`` applies."""
         return np.hstack([self.matrix, -(self.matrix @ self.mean)[:, None]])
 
+    @classmethod
+    def from_affine(cls, affine, mean=None, source: str | None = None) -> LdaTransform:
+        """The LDA that Kaldi applies as ``ivector-subtract-global-mean mean`` + ``transform-vec affine``.
+
+        ``affine`` is (K, D+1) ``[A, b]`` (``x -> A x + b``, as ``ivector-compute-lda``
+        writes it) or, with a ``mean``, (K, D) ``A`` (linear: ``transform-vec`` tells the
+        two apart by the input's dim); ``mean`` (D,) is subtracted first (none: 0).
+        ``A (x - mean) + b`` is written as ``A (x - mean')`` with ``mean' = mean - c``,
+        ``A c = b``: exact when the K <= D rows of ``A`` are independent, as an LDA's are.
+        """
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.ndim != 2 or affine.shape[0] == 0:
+            raise SizeMismatchError(f"an LDA transform must be a non-empty matrix, got shape "
+                                    f"{affine.shape}", path=source)
+        dim = affine.shape[1] - 1 if mean is None else np.asarray(mean).reshape(-1).shape[0]
+        if affine.shape[1] not in (dim, dim + 1):
+            raise SizeMismatchError(f"LDA transform has {affine.shape[1]} columns, but a "
+                                    f"{dim}-dim mean needs {dim} (linear) or {dim + 1} (affine)",
+                                    path=source)
+        matrix = affine[:, :dim]
+        mean = np.zeros(dim) if mean is None else np.asarray(mean, dtype=np.float64).reshape(-1)
+        if affine.shape[1] == dim + 1:
+            offset = affine[:, dim]
+            if matrix.shape[0] > dim or np.linalg.matrix_rank(matrix) < matrix.shape[0]:
+                # The offset may then lie outside the span of A: no mean reproduces it.
+                raise SizeMismatchError(f"LDA transform {affine.shape}: its {matrix.shape[0]} "
+                                        f"rows are not independent, so its offset column "
+                                        f"cannot be folded into a mean", path=source)
+            mean = mean - np.linalg.lstsq(matrix, offset, rcond=None)[0]
+        return cls(mean=mean, matrix=matrix, source=source)
+
     def save(self, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> None:
         meta = dict(meta or {})
         meta.setdefault("input_dim", self.input_dim)

@@ -159,6 +159,34 @@ class TwoCovPLDA:
         return cls(mean=mean, transform=transform, psi=psi, between=between, within=within,
                    config=config if config is not None else PldaConfig())
 
+    @classmethod
+    def from_kaldi(cls, mean, transform, psi, config: PldaConfig | None = None,
+                   source: str | None = None) -> TwoCovPLDA:
+        """The model Kaldi stores (``Plda::Write``: ``mean``, ``transform``, ``psi``).
+
+        Kaldi keeps only the diagonalised form; the covariances it came from are
+        ``W = T^-1 T^-T`` and ``B = T^-1 diag(psi) T^-T`` (as ``Plda::ApplyTransform``
+        recovers them).  ``transform`` and ``psi`` are kept as given, not re-diagonalised,
+        so the model scores exactly as Kaldi's.  ``config``: the scoring options, which a
+        Kaldi PLDA file does not hold (``ivector-plda-scoring`` takes them on its command
+        line); default Kaldi's.
+        """
+        transform = np.asarray(transform, dtype=np.float64)
+        psi = np.asarray(psi, dtype=np.float64).reshape(-1)
+        d = np.asarray(mean).reshape(-1).shape[0]
+        if transform.shape != (d, d) or psi.shape != (d,):
+            raise SizeMismatchError(f"PLDA transform {transform.shape} and psi {psi.shape} do "
+                                    f"not fit a {d}-dim mean", path=source)
+        try:
+            inv = np.linalg.inv(transform)
+        except np.linalg.LinAlgError:
+            raise CovarianceError("PLDA transform is singular: it cannot come from a "
+                                  "within-class covariance", path=source) from None
+        within = _symmetric(inv @ inv.T)
+        between = _symmetric((inv * psi) @ inv.T)
+        return cls(mean=mean, transform=transform, psi=psi, between=between, within=within,
+                   config=config if config is not None else PldaConfig(), source=source)
+
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
