@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..data import DataDir
 from ..data.ark import read_vectors
-from ..scoring.asnorm import (DEFAULT_TOP_N, Cohort, add_asnorm_options, asnorm_cosine_trials,
+from ..scoring.asnorm import (DEFAULT_LEVEL, DEFAULT_TOP_N, Cohort, add_asnorm_options, asnorm_cosine_trials,
                               build_cohort, check_asnorm_options, effective_top_n,
                               read_cohort_vectors)
 from ..scoring.embedding import cosine_trials, fuse_embeddings, usable_vectors
@@ -55,14 +55,15 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_cohort(scps: list[Path], data: Path) -> Cohort:
+def load_cohort(scps: list[Path], data: Path, level: str = DEFAULT_LEVEL["cosine"]) -> Cohort:
     """The AS-norm cohort of one system, or of a fusion (the same fusion as the trials')."""
     systems = []
     for scp in scps:
         vectors, utt2spk = read_cohort_vectors(scp, data)
         systems.append(vectors)
     vectors = systems[0] if len(systems) == 1 else fuse_embeddings(systems)
-    return build_cohort(vectors, utt2spk, unit_length=True, source=" + ".join(map(str, scps)))
+    return build_cohort(vectors, utt2spk, unit_length=True, source=" + ".join(map(str, scps)),
+                        level=level)
 
 
 def run(data: Path, trials_path: Path, scores_path: Path, scps: list[Path],
@@ -92,7 +93,7 @@ def run(data: Path, trials_path: Path, scores_path: Path, scps: list[Path],
     write_skipped(scores_path, skipped, "embedding")
     logger.info("%s: %d cosine scores%s%s", scores_path, len(kept),
                 f" (embedding fusion of {len(scps)} systems)" if len(scps) > 1 else "",
-                f", AS-norm over {len(cohort)} cohort speakers, top "
+                f", AS-norm over a cohort of {len(cohort)}, top "
                 f"{effective_top_n(top_n, len(cohort))}" if cohort is not None else "")
 
 
@@ -102,7 +103,8 @@ def main(argv=None) -> int:
     check_asnorm_options(parser, args, len(args.embeddings))
 
     def work() -> None:
-        cohort = (load_cohort(args.asnorm_cohort, args.asnorm_data)
+        cohort = (load_cohort(args.asnorm_cohort, args.asnorm_data,
+                              args.asnorm_level or DEFAULT_LEVEL["cosine"])
                   if args.asnorm_cohort else None)
         run(args.data, args.trials, args.scores, args.embeddings, args.enroll2utt, cohort,
             args.asnorm_top_n)

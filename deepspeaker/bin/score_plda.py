@@ -39,7 +39,7 @@ from ..ivector.lda import LdaTransform, length_normalize
 from ..data.ark import read_vectors
 from ..ivector.pipeline import load_exp_config
 from ..ivector.plda import TwoCovPLDA, cosine_scores
-from ..scoring.asnorm import (DEFAULT_TOP_N, add_asnorm_options, asnorm_plda_trials,
+from ..scoring.asnorm import (DEFAULT_LEVEL, DEFAULT_TOP_N, add_asnorm_options, asnorm_plda_trials,
                               asnorm_trials, build_cohort, check_asnorm_options,
                               cosine_cohort_scores, effective_top_n, read_cohort_vectors)
 from ..scoring.embedding import trials_with_vectors, usable_vectors
@@ -72,7 +72,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str,
         enroll2utt_path: Path | None, vectors: Path | None = None,
-        cohort_inputs: tuple[dict, dict, Path] | None = None, top_n: int = DEFAULT_TOP_N) -> None:
+        cohort_inputs: tuple[dict, dict, Path] | None = None, top_n: int = DEFAULT_TOP_N,
+        cohort_level: str | None = None) -> None:
     """Score one list; ``cohort_inputs``: (training vectors, their utt2spk, scp) for AS-norm."""
     if vectors is None:
         load_exp_config(exp)
@@ -112,7 +113,8 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
         scores = np.zeros(0)
     if cohort_inputs is not None:
         cohort = build_cohort(project(cohort_inputs[0]), cohort_inputs[1],
-                              unit_length=method == "cosine", source=cohort_inputs[2])
+                              unit_length=method == "cosine", source=cohort_inputs[2],
+                              level=cohort_level or DEFAULT_LEVEL[method])
         if method == "plda":
             scores = asnorm_plda_trials(plda, proj, kept, scores, cohort, models, top_n)
         else:  # the trials' cosine: the mean of the model's vectors, any length
@@ -122,8 +124,8 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
                                                  cohort),
                 lambda ids: cosine_cohort_scores(np.stack([test[t] for t in ids]), cohort),
                 top_n)
-        method = f"{method} + AS-norm (top {effective_top_n(top_n, len(cohort))} of " \
-                 f"{len(cohort)} cohort speakers)"
+        method = f"{method} + AS-norm (top {effective_top_n(top_n, len(cohort))} of a cohort " \
+                 f"of {len(cohort)})"
     Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
     write_scores(scores_path, kept, scores)
     write_skipped(scores_path, skipped, what)
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
         # One process for every list of a system: each start pays for the imports.
         for trials, scores in pairs:
             run(args.exp, args.data, trials, scores, args.method, args.enroll2utt, args.vectors,
-                cohort_inputs, args.asnorm_top_n)
+                cohort_inputs, args.asnorm_top_n, args.asnorm_level)
     return run_main(work, argv, outputs=sorted({s.parent for _, s in pairs}))
 
 
