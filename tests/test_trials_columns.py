@@ -96,8 +96,8 @@ def test_four_column_score_files_give_the_same_metrics(scored, capfd):
 
 
 @pytest.mark.parametrize("line, why", [
-    ("a b 0.5", "expected 'enroll test score target|nontarget', got 'a b 0.5': 'enroll test "
-                "score' lines have no labels; give the trials list too"),
+    ("a b 0.5", ("expected 'enroll test score target|nontarget', got 'a b 0.5': 'enroll test "
+                 "score' lines have no labels; give the trials list too")),
     ("a b 0.5 yes", "trial 'a b': label must be target, nontarget, 1 or 0, got 'yes'"),
     ("a b nan 1", "trial 'a b': score 'nan' is not a number"),
     ("ev0-u0 ev0-u1 0.1 1", "trial 'ev0-u0 ev0-u1' is scored twice (first on line 1)"),
