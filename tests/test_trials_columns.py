@@ -49,7 +49,12 @@ def _metrics(capfd, *paths) -> tuple[int, str, str]:
 def test_scorers_take_two_column_trials(scored, tmp_path):
     root, data, trials = scored
     assert (root / "s_trials2").read_text() == (root / "s_trials").read_text()
-    assert [t.target for t in read_trials(data / "trials2", need_labels=False)] == [None] * len(trials)
+    unlabelled = read_trials(data / "trials2", need_labels=False)
+    assert [t.target for t in unlabelled] == [None] * len(trials)
+    write_trials(root / "again", unlabelled)  # written back as it was, never "nontarget"
+    assert (root / "again").read_text() == (data / "trials2").read_text()
+    with pytest.raises(ValueError, match="some trials have a label and some do not"):
+        write_trials(root / "mixed", unlabelled[:2] + trials[2:])
     # score_plda on the embeddings' back end as well.
     conf = tmp_path / "b.yaml"
     conf.write_text("lda_dim: 4\nplda: {num_em_iters: 2}\n")

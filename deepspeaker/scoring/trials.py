@@ -169,9 +169,19 @@ def make_enroll_trials(utt2spk: Mapping[str, str], enroll_counts: Sequence[int] 
 
 
 def write_trials(path, trials: Iterable[Trial]) -> None:
+    """Kaldi's trials file; trials without a label (``target=None``) as ``enroll test``.
+
+    A list must be all labelled or all unlabelled (one file is one form): a missing
+    label is never written as "nontarget".
+    """
+    trials = list(trials)
+    unlabelled = {t.target is None for t in trials}
+    if len(unlabelled) > 1:
+        raise ValueError(f"{path}: some trials have a label and some do not")
     with atomic_write(path) as f:
         for t in trials:
-            f.write(f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n")
+            f.write(f"{t.enroll} {t.test}\n" if t.target is None
+                    else f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n")
 
 
 # Whitespace that str.split() splits on but the table reader (spaces and tabs) does not.
