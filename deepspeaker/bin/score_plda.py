@@ -13,12 +13,16 @@ Without ``--vectors``: the i-vectors ``EXP/<set>/ivector.scp`` and the models of
 An enrollment id listed in ``--enroll2utt`` is a model of k utterances: with PLDA it
 is scored the way ``ivector-plda-scoring --num-utts`` does (the k vectors are
 averaged and the model's uncertainty shrinks with k), not as one plain average; with
-cosine the k vectors are averaged and renormalised.  TRIALS is ``enroll test target|nontarget`` or Kaldi's unlabelled
-``enroll test``.  With ``--asnorm-cohort`` (the training set's vectors, of the same kind
-as the scored ones) the scores written are AS-normalised
-(``deepspeaker.scoring.asnorm``): the cohort is one vector per speaker of
-``--asnorm-data``'s utt2spk, the mean of its vectors in the back end's space (after LDA
-and length normalisation), scored as the trials are.  A trial naming an utterance the
+cosine the k vectors are averaged and renormalised.  TRIALS is ``enroll test
+target|nontarget`` or Kaldi's unlabelled ``enroll test``.
+
+With ``--asnorm-cohort`` (the training set's vectors, of the same kind as the scored
+ones) the scores written are AS-normalised (``deepspeaker.scoring.asnorm``), the
+cohort in the back end's space (after LDA and length normalisation) and scored as the
+trials are: for PLDA every utterance of ``--asnorm-data``'s utt2spk, for cosine one
+mean vector per speaker (``--asnorm-level`` chooses otherwise).
+
+A trial naming an utterance the
 data dir does not have is an error; one naming an utterance that has no i-vector (no
 voiced frames) is left out and listed in ``SCORES.skipped`` with the reason (the one
 rule of every scorer: :func:`deepspeaker.scoring.embedding.trials_with_vectors`); so is
@@ -115,21 +119,29 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
         cohort = build_cohort(project(cohort_inputs[0]), cohort_inputs[1],
                               unit_length=method == "cosine", source=cohort_inputs[2],
                               level=cohort_level or DEFAULT_LEVEL[method])
-        if method == "plda":
-            scores = asnorm_plda_trials(plda, proj, kept, scores, cohort, models, top_n)
-        else:  # the trials' cosine: the mean of the model's vectors, any length
-            scores = asnorm_trials(
-                kept, scores,
-                lambda ids: cosine_cohort_scores(np.stack([enroll[e].mean(0) for e in ids]),
-                                                 cohort),
-                lambda ids: cosine_cohort_scores(np.stack([test[t] for t in ids]), cohort),
-                top_n)
+        scores = _asnorm(method, models_dir, proj, enroll, test, kept, scores, models, cohort,
+                         top_n)
         method = f"{method} + AS-norm (top {effective_top_n(top_n, len(cohort))} of a cohort " \
                  f"of {len(cohort)})"
     Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
     write_scores(scores_path, kept, scores)
     write_skipped(scores_path, skipped, what)
     logger.info("%s: %d %s scores", scores_path, len(kept), method)
+
+
+def _asnorm(method, models_dir, proj, enroll, test, kept, scores, models, cohort, top_n):
+    """AS-norm of one list's scores, each side scored against the cohort as the trials were."""
+    if method == "plda":
+        plda = TwoCovPLDA.load(models_dir / "plda.npz")
+        return asnorm_plda_trials(plda, proj, kept, scores, cohort, models, top_n)
+
+    def enroll_side(ids):  # the trials' cosine: the mean of the model's vectors, any length
+        return cosine_cohort_scores(np.stack([enroll[e].mean(0) for e in ids]), cohort)
+
+    def test_side(ids):
+        return cosine_cohort_scores(np.stack([test[t] for t in ids]), cohort)
+
+    return asnorm_trials(kept, scores, enroll_side, test_side, top_n)
 
 
 def main(argv=None) -> int:
