@@ -16,7 +16,7 @@ from deepspeaker.bin import compute_metrics, score_embeddings, score_plda, train
 from deepspeaker.data.ark import read_vectors, write_ark_scp
 from deepspeaker.ivector.lda import LdaTransform, length_normalize
 from deepspeaker.ivector.plda import TwoCovPLDA
-from deepspeaker.scoring.asnorm import (AsNormError, asnorm_scores, build_cohort,
+from deepspeaker.scoring.asnorm import (AsNormError, Cohort, asnorm_scores, build_cohort,
                                         cosine_cohort_scores, plda_score_matrix, top_n_stats)
 from deepspeaker.scoring.embedding import enroll_model, unit
 from deepspeaker.scoring.trials import (make_enroll_trials, make_trials, read_scores,
@@ -201,3 +201,16 @@ def test_asnorm_input_errors_are_one_message_each(tree, capfd):
     err = capfd.readouterr().err
     assert "none of its 240 vectors is an utterance of the cohort's utt2spk (e.g. tr00-u0)" in err
     assert "Traceback" not in err and not (root / "s").exists()
+
+
+def test_a_cohort_saved_beside_a_model_loads_the_same(tree, tmp_path):
+    _, exp, data = tree
+    train = read_vectors(exp / "train/embedding.scp")
+    cohort = build_cohort(train, {u: u.split("-")[0] for u in train}, level="utterance")
+    cohort.save(tmp_path / "cohort.npz")
+    again = Cohort.load(tmp_path / "cohort.npz")
+    assert again.members == cohort.members and np.array_equal(again.vectors, cohort.vectors)
+    assert len(again) == 240 and again.members[0] == "tr00-u0"
+    (tmp_path / "other.npz").write_bytes(b"not a cohort")
+    with pytest.raises(AsNormError, match=f"{tmp_path / 'other.npz'}: not an AS-norm cohort file"):
+        Cohort.load(tmp_path / "other.npz")

@@ -75,6 +75,28 @@ class Cohort:
     def __len__(self) -> int:
         return len(self.members)
 
+    def save(self, path) -> None:
+        """An ``.npz`` (members, vectors, source), atomically: a system can keep its cohort
+        beside its model instead of reading the training set's scp at every start."""
+        from ..utils import atomic_write
+
+        with atomic_write(path, "wb") as f:
+            np.savez(f, members=np.array(self.members, dtype=str), vectors=self.vectors,
+                     source=np.array(self.source))
+
+    @classmethod
+    def load(cls, path) -> "Cohort":
+        """A cohort :meth:`save` wrote; anything else is an AsNormError naming the file."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                members, vectors, source = z["members"], z["vectors"], str(z["source"])
+        except (OSError, KeyError, ValueError) as e:
+            raise AsNormError(f"not an AS-norm cohort file ({e})", path=path) from None
+        if vectors.ndim != 2 or len(members) != len(vectors) or len(members) < 2:
+            raise AsNormError(f"not an AS-norm cohort file ({len(members)} members, vectors "
+                              f"{vectors.shape})", path=path)
+        return cls(tuple(members.tolist()), vectors.astype(np.float64), source)
+
 
 def build_cohort(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str],
                  unit_length: bool = True, source: object = "cohort",
