@@ -204,7 +204,7 @@ def test_asnorm_input_errors_are_one_message_each(tree, capfd):
 
 
 def test_a_cohort_saved_beside_a_model_loads_the_same(tree, tmp_path):
-    _, exp, data = tree
+    _, exp, _ = tree
     train = read_vectors(exp / "train/embedding.scp")
     cohort = build_cohort(train, {u: u.split("-")[0] for u in train}, level="utterance")
     cohort.save(tmp_path / "cohort.npz")

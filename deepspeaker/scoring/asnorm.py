@@ -85,7 +85,7 @@ class Cohort:
                      source=np.array(self.source))
 
     @classmethod
-    def load(cls, path) -> "Cohort":
+    def load(cls, path) -> Cohort:
         """A cohort :meth:`save` wrote; anything else is an AsNormError naming the file."""
         try:
             with np.load(path, allow_pickle=False) as z:
