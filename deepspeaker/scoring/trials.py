@@ -2,8 +2,12 @@
 
 Formats (Kaldi's):
 
-* trials: ``enroll test target|nontarget`` one per line;
-* scores: ``enroll test score``;
+* trials: ``enroll test target|nontarget`` one per line, or ``enroll test`` (Kaldi
+  accepts both; an unlabelled list can be scored but gives no metrics: a reader that
+  needs labels, ``read_trials(path)``, says so naming the file);
+* scores: ``enroll test score``; or ``enroll test score label`` with the label
+  ``target|nontarget`` or ``1|0`` (the form many tools write), which metrics read
+  without a trials file (:func:`read_labelled_scores`);
 * ``enroll2utt``: ``model utt1 utt2 ...`` for enrollment models built from k
   utterances (the same layout as ``spk2utt``).
 
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,11 +49,14 @@ ENROLL_COUNTS = (1, 2, 3, 5)  # paper T8
 
 
 class Trial(NamedTuple):
-    """One trial; a named tuple, as a list of 190,000 is read for every score file."""
+    """One trial; a named tuple, as a list of 190,000 is read for every score file.
+
+    ``target`` is None for a trial of an unlabelled (2-column) list.
+    """
 
     enroll: str
     test: str
-    target: bool
+    target: bool | None
 
 
 def _rng(seed: int, *tags: str) -> np.random.Generator:
@@ -122,7 +130,7 @@ def make_enroll_trials(utt2spk: Mapping[str, str], enroll_counts: Sequence[int] 
 
     Returns ``(enroll2utt, {k: trials})``, model ids ``<spk>-enroll<k>``.
     """
-    counts = sorted(set(int(k) for k in enroll_counts))
+    counts = sorted({int(k) for k in enroll_counts})
     if not counts or counts[0] < 1:
         raise ScoringError(f"enroll counts must be >= 1, got {list(enroll_counts)}")
     pool_size = counts[-1]
@@ -161,22 +169,32 @@ def make_enroll_trials(utt2spk: Mapping[str, str], enroll_counts: Sequence[int] 
 
 
 def write_trials(path, trials: Iterable[Trial]) -> None:
+    """Kaldi's trials file; trials without a label (``target=None``) as ``enroll test``.
+
+    A list must be all labelled or all unlabelled (one file is one form): a missing
+    label is never written as "nontarget".
+    """
+    trials = list(trials)
+    unlabelled = {t.target is None for t in trials}
+    if len(unlabelled) > 1:
+        raise ValueError(f"{path}: some trials have a label and some do not")
     with atomic_write(path) as f:
         for t in trials:
-            f.write(f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n")
+            f.write(f"{t.enroll} {t.test}\n" if t.target is None
+                    else f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n")
 
 
 # Whitespace that str.split() splits on but the table reader (spaces and tabs) does not.
 _OTHER_SPACE = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 
 
-def _plain_columns(path, ncols: int) -> list[list[str]] | None:
-    """The columns of a file whose every line has ``ncols`` fields, at C speed, or None.
+def _plain_table(path) -> list[list[str]] | None:
+    """The columns of a file whose every line has the same number of fields, at C speed, or None.
 
     A report reads some 70 files of 190,000 lines; line by line (``iter_lines``) that is
-    1.3 s a file, this 0.15 s.  Anything unusual (not ASCII, a CR, a blank line or another
-    field count, a file that cannot be read) gives None, and the line-by-line reader, which
-    says which line is wrong, reads the file instead.
+    1.3 s a file, this 0.15 s.  Anything unusual (not ASCII, a CR, a blank line or lines
+    of different field counts, a file that cannot be read) gives None, and the
+    line-by-line reader, which says which line is wrong, reads the file instead.
     """
     try:
         with open(path, "rb") as f:
@@ -188,42 +206,79 @@ def _plain_columns(path, ncols: int) -> list[list[str]] | None:
     lines = text.split("\n")
     if lines and not lines[-1]:
         lines.pop()  # the file's last newline
-    if not lines or set(map(len, map(str.split, lines))) != {ncols}:
+    counts = set(map(len, map(str.split, lines)))
+    if len(counts) != 1 or 0 in counts:
         return None
+    ncols = counts.pop()
     tokens = text.split()
     return [tokens[i::ncols] for i in range(ncols)]
 
 
-def _read_trials_fast(path) -> list[Trial] | None:
-    cols = _plain_columns(path, 3)
-    if cols is None:
-        return None
-    enrolls, tests, labels = cols
-    if not set(labels) <= {"target", "nontarget"} or len(set(zip(enrolls, tests))) != len(tests):
-        return None
-    return list(map(Trial, enrolls, tests, [lab == "target" for lab in labels]))
+def _plain_columns(path, ncols: int) -> list[list[str]] | None:
+    """:func:`_plain_table` of a file of exactly ``ncols`` fields a line, or None."""
+    cols = _plain_table(path)
+    return cols if cols is not None and len(cols) == ncols else None
 
 
-def read_trials(path) -> list[Trial]:
-    """Read a Kaldi trials file; malformed lines and duplicate trials name file and line."""
-    fast = _read_trials_fast(path)
+def _no_labels(path, purpose: str, line: int = 1) -> ScoringError:
+    return ScoringError(f"'enroll test' trials have no target/nontarget labels, and {purpose} "
+                        "needs them: give a 3-column list 'enroll test target|nontarget' (or, to "
+                        "compute_metrics, a 4-column score file 'enroll test score "
+                        "target|nontarget' alone)", path=path, line=line)
+
+
+def _read_trials_fast(path, need_labels: bool, purpose: str) -> list[Trial] | None:
+    cols = _plain_table(path)
+    if cols is None or len(cols) not in (2, 3):
+        return None
+    enrolls, tests = cols[0], cols[1]
+    if len(cols) == 2:
+        if need_labels:
+            raise _no_labels(path, purpose)
+        labels = [None] * len(tests)
+    elif not set(cols[2]) <= {"target", "nontarget"}:
+        return None
+    else:
+        labels = [lab == "target" for lab in cols[2]]
+    if len(set(zip(enrolls, tests))) != len(tests):
+        return None
+    return list(map(Trial, enrolls, tests, labels))
+
+
+def read_trials(path, need_labels: bool = True, purpose: str = "computing metrics") -> list[Trial]:
+    """Read a Kaldi trials file; malformed lines and duplicate trials name file and line.
+
+    ``enroll test target|nontarget`` lines, or with ``need_labels=False`` (the scorers)
+    also ``enroll test`` lines, whose trials have ``target=None``; one file is one form.
+    With ``need_labels`` a 2-column list is refused saying that ``purpose`` needs labels.
+    """
+    fast = _read_trials_fast(path, need_labels, purpose)
     if fast is not None:
         return fast
     trials: list[Trial] = []
     seen: dict[tuple[str, str], int] = {}
+    form: tuple[int, int] | None = None  # (field count, first line)
     for ln in iter_lines(path):
         lineno, line, fields = ln.lineno, ln.text, ln.fields()
-        if len(fields) != 3:
-            raise ScoringError(f"{path}:{lineno}: expected 'enroll test target|nontarget', "
-                               f"got {line.rstrip()!r}")
-        enroll, test, label = fields
-        if label not in ("target", "nontarget"):
+        if form is None and len(fields) in (2, 3):
+            form = (len(fields), lineno)
+            if len(fields) == 2 and need_labels:
+                raise _no_labels(path, purpose, lineno)
+        if form is None or len(fields) != form[0]:
+            want = "'enroll test target|nontarget'" + ("" if need_labels else " or 'enroll test'")
+            if form is not None:
+                want = (f"'enroll test target|nontarget' as on line {form[1]}" if form[0] == 3
+                        else f"'enroll test' as on line {form[1]}")
+            raise ScoringError(f"{path}:{lineno}: expected {want}, got {line.rstrip()!r}")
+        enroll, test = fields[0], fields[1]
+        label = fields[2] if len(fields) == 3 else None
+        if label is not None and label not in ("target", "nontarget"):
             raise ScoringError(f"{path}:{lineno}: label must be target or nontarget, got {label!r}")
         if (enroll, test) in seen:
             raise ScoringError(f"{path}:{lineno}: trial '{enroll} {test}' repeats line "
                                f"{seen[(enroll, test)]}")
         seen[(enroll, test)] = lineno
-        trials.append(Trial(enroll, test, label == "target"))
+        trials.append(Trial(enroll, test, None if label is None else label == "target"))
     if not trials:
         raise ScoringError(f"{path}: no trials")
     return trials
@@ -287,7 +342,9 @@ def read_scores(path) -> dict[tuple[str, str], float]:
     for ln in iter_lines(path):
         lineno, line, fields = ln.lineno, ln.text, ln.fields()
         if len(fields) != 3:
-            raise ScoringError(f"expected 'enroll test score', got {line.rstrip()!r}",
+            hint = ("; a 4-column 'enroll test score label' file is read by compute_metrics"
+                    if len(fields) == 4 else "")
+            raise ScoringError(f"expected 'enroll test score', got {line.rstrip()!r}{hint}",
                                path=path, line=lineno)
         pair = (fields[0], fields[1])
         try:
@@ -301,6 +358,69 @@ def read_scores(path) -> dict[tuple[str, str], float]:
         lines[pair] = lineno
         scores[pair] = value
     return scores
+
+
+# The label column of a 4-column score file: Kaldi's words, or the 1/0 of many tools.
+SCORE_LABELS = {"target": True, "nontarget": False, "1": True, "0": False}
+
+
+def _read_labelled_scores_fast(path) -> tuple[list[Trial], np.ndarray] | None:
+    cols = _plain_columns(path, 4)
+    if cols is None or not all(map(_SCORE.fullmatch, cols[2])) \
+            or not set(cols[3]) <= SCORE_LABELS.keys():
+        return None
+    values = np.array(cols[2], dtype=np.float64)
+    if not np.isfinite(values).all() or len(set(zip(cols[0], cols[1]))) != len(values):
+        return None
+    return list(map(Trial, cols[0], cols[1], [SCORE_LABELS[x] for x in cols[3]])), values
+
+
+def read_labelled_scores(path) -> tuple[list[Trial], np.ndarray]:
+    """(labelled trials, scores) of a 4-column ``enroll test score label`` file.
+
+    The label is ``target|nontarget`` or ``1|0``.  Every bad line names ``file:line``:
+    another field count (a 3-column file needs its trials list), a score that is not a
+    plain finite number, another label, a trial scored twice.
+    """
+    fast = _read_labelled_scores_fast(path)
+    if fast is not None:
+        return fast
+    trials: list[Trial] = []
+    values: list[float] = []
+    lines: dict[tuple[str, str], int] = {}
+    for ln in iter_lines(path):
+        lineno, line, fields = ln.lineno, ln.text, ln.fields()
+        if len(fields) != 4:
+            hint = (": 'enroll test score' lines have no labels; give the trials list too "
+                    "(compute_metrics TRIALS SCORES)" if len(fields) == 3 else "")
+            raise ScoringError(f"expected 'enroll test score target|nontarget', got "
+                               f"{line.rstrip()!r}{hint}", path=path, line=lineno)
+        pair = (fields[0], fields[1])
+        try:
+            value = parse_score(fields[2])
+        except ValueError as e:
+            raise ScoringError(f"trial '{pair[0]} {pair[1]}': {e}; scores must be finite "
+                               "numbers", path=path, line=lineno) from None
+        if fields[3] not in SCORE_LABELS:
+            raise ScoringError(f"trial '{pair[0]} {pair[1]}': label must be target, nontarget, "
+                               f"1 or 0, got {fields[3]!r}", path=path, line=lineno)
+        if pair in lines:
+            raise ScoringError(f"trial '{pair[0]} {pair[1]}' is scored twice (first on line "
+                               f"{lines[pair]})", path=path, line=lineno)
+        lines[pair] = lineno
+        trials.append(Trial(pair[0], pair[1], SCORE_LABELS[fields[3]]))
+        values.append(value)
+    if not trials:
+        raise ScoringError(f"{path}: no scores")
+    return trials, np.array(values)
+
+
+def score_columns(path) -> int:
+    """The field count of the first non-blank line of a score file (0 if it has none)."""
+    for ln in iter_lines(path):
+        if ln.stripped:
+            return len(ln.fields())
+    return 0
 
 
 def scores_for_trials(trials: Sequence[Trial], scores: Mapping[tuple[str, str], float],
