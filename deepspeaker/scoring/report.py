@@ -53,6 +53,7 @@ from ..data import DataDir
 from ..utils import DeepSpeakerError, atomic_write
 from .experiment import MAIN_TRIALS, SystemInfo, enroll_count, read_system_info, trial_lists
 from .metrics import Metrics, ScoringError, compute_metrics, error_rates
+from .operating_points import METHODS, THRESHOLDS, load_operating_points
 from .trials import read_scores, read_skipped, read_trials, scores_for_trials
 
 logger = logging.getLogger(__name__)
@@ -777,6 +778,74 @@ def _table_lines(rep: Report) -> list[str]:
     return lines
 
 
+THRESHOLD_LABELS = {"eer": "EER point", "far_1pct": "FAR 1%", "far_0.1pct": "FAR 0.1%",
+                    "min_dcf": "minDCF point"}
+
+
+def _threshold_cell(points, name: str) -> str:
+    if name not in points.thresholds or name not in points.heldout:
+        return "n/a"
+    held = points.heldout[name]
+    return f"{points.thresholds[name]:.4g} ({_pct(held['far'])} / {_pct(held['miss'])})"
+
+
+def _cllr_cell(points) -> str:
+    if not {"raw", "calibrated"} <= set(points.cllr):
+        return "n/a"
+    return f"{points.cllr['raw']:.3f} -> {points.cllr['calibrated']:.3f}"
+
+
+def _calibration_cell(points) -> str:
+    c = points.calibration
+    return "n/a" if c is None else f"{c.scale:.4g} s {'+' if c.offset >= 0 else '-'} {abs(c.offset):.4g}"
+
+
+def table_operating_points(rep: Report) -> tuple[list[str], list[str]]:
+    """The rows of "Operating points" (every scored system with a method that has them,
+    in report order) and the distinct ``fitted_on`` texts of their files."""
+    lines = ["| system | " + " | ".join(THRESHOLD_LABELS[n] for n in THRESHOLDS) +
+             " | Cllr raw -> calibrated | calibration (llr) |",
+             "|---|" + "---|" * (len(THRESHOLDS) + 2)]
+    fitted = []
+    for system in rep.systems:
+        if system.prefix not in METHODS or system.kind == "reference" or rep.of(system) is None:
+            continue
+        points = load_operating_points(rep.exp / system.exp, system.prefix)
+        if points is None:
+            cells = ["not saved"] * len(THRESHOLDS) + ["", ""]
+        else:
+            cells = [_threshold_cell(points, n) for n in THRESHOLDS]
+            cells += [_cllr_cell(points), _calibration_cell(points)]
+            fitted_on = points.fitted_on or (points.calibration.fitted_on
+                                             if points.calibration else "")
+            if fitted_on and fitted_on not in fitted:
+                fitted.append(fitted_on)
+        lines.append("| " + " | ".join([system.label] + cells) + " |")
+    return lines, fitted
+
+
+def operating_point_lines(rep: Report) -> list[str]:
+    """The section "Operating points": the thresholds each system decides with, and how
+    well they and its calibration hold on trials they were not fitted on."""
+    table, fitted = table_operating_points(rep)
+    if len(table) == 2:
+        return []
+    lines = ["", "## Operating points", "",
+             "The thresholds each system saved beside its model "
+             "(`exp/<tag>/operating_points/<method>.yaml`; `verify` decides at FAR 1% unless "
+             "told otherwise) and the linear calibration of its scores to log-likelihood "
+             "ratios, by prior-weighted logistic regression (prior 0.5, as BOSARIS and Kaldi's "
+             "logistic-regression tools fit it).  Both are fitted on one half of the anchors of "
+             "the main list and measured on the other half: each cell is the threshold, then "
+             "the false-accept / miss rate in % it gives on the held-out half (accept when "
+             "score >= threshold).  Cllr in bits on the held-out half, the raw scores read as "
+             "LLRs (cosine scores are not LLRs, hence their high raw Cllr), then calibrated.", ""]
+    lines += table
+    if fitted:
+        lines += ["", "Fitted on: " + "; ".join(f"`{f}`" for f in fitted) + "."]
+    return lines
+
+
 def _claim_lines(rep: Report) -> list[str]:
     lines = ["", "## The paper's claims on this corpus", "",
              "| claim | held? | numbers |", "|---|---|---|"]
@@ -806,7 +875,8 @@ def _figure_lines(rep: Report, det_systems: list[Result], study: list[Result]) -
 def write_report(rep: Report, title: str) -> Path:
     """``exp/RESULTS.md`` and the PNGs it links, in ``exp/report/``."""
     det_systems, study = write_figures(rep)
-    lines = _head_lines(rep, title) + _table_lines(rep) + _claim_lines(rep)
+    lines = _head_lines(rep, title) + _table_lines(rep) + operating_point_lines(rep)
+    lines += _claim_lines(rep)
     lines += _figure_lines(rep, det_systems, study)
     lines += ["", "## Corpus", ""] + corpus_lines(rep.data)
     lines += ["", "## Trial lists", "", "| list | target | non-target |", "|---|---|---|"]
@@ -819,6 +889,8 @@ def write_report(rep: Report, title: str) -> Path:
 
 
 __all__ = ["BACKEND_LABELS", "BASELINE_LABEL", "Claim", "Report", "Result", "STRATEGY_LABELS", "System",
-           "check_claims", "collect", "evaluate", "model_labels", "plot_det", "plot_histogram",
+           "check_claims", "collect", "evaluate", "model_labels", "operating_point_lines",
+           "plot_det", "plot_histogram",
            "read_systems", "rel_reduction", "table_other_lists", "table_t5", "table_t6",
-           "t5_rows", "table_t7", "table_t8", "table_transfer", "write_report"]
+           "t5_rows", "table_operating_points", "table_t7", "table_t8", "table_transfer",
+           "write_report"]
