@@ -23,9 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from ..marker import Marker, signature
-from ..scoring.operating_points import (DIR, METHODS, P_TARGET, PRIOR, THRESHOLDS,
-                                        OperatingPoints, fit_operating_points,
-                                        operating_points_path, save_operating_points)
+from ..scoring.operating_points import (
+    DIR,
+    METHODS,
+    P_TARGET,
+    PRIOR,
+    THRESHOLDS,
+    OperatingPoints,
+    fit_operating_points,
+    operating_points_path,
+    save_operating_points,
+)
 from ..scoring.trials import read_scores, read_skipped, read_trials, scores_for_trials
 from ._cli import run_main
 

@@ -51,10 +51,9 @@ import hashlib
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from typing import Sequence
 
 import numpy as np
 
@@ -301,7 +300,7 @@ def fit_operating_points(scores, labels, groups: Sequence[str], method: str, tri
         p_target=p_target)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "DIR", "FAR_TARGETS", "METHODS", "P_TARGET", "PRIOR", "THRESHOLDS",
+__all__ = ["DEFAULT_THRESHOLD", "DIR", "FAR_TARGETS", "METHODS", "PRIOR", "P_TARGET", "THRESHOLDS",
            "Calibration", "OperatingPoints", "cllr", "fit_calibration", "fit_operating_points",
-           "load_operating_points", "operating_points_path", "rates_at",
-           "save_operating_points", "split_halves", "threshold_at_far"]
+           "load_operating_points", "operating_points_path", "rates_at", "save_operating_points",
+           "split_halves", "threshold_at_far"]

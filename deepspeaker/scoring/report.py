@@ -831,7 +831,7 @@ def operating_point_lines(rep: Report) -> list[str]:
     if len(table) == 2:
         return []
     lines = ["", "## Operating points", "",
-             "The thresholds each system saved beside its model "
+             ("The thresholds each system saved beside its model "
              "(`exp/<tag>/operating_points/<method>.yaml`; `verify` decides at FAR 1% unless "
              "told otherwise) and the linear calibration of its scores to log-likelihood "
              "ratios, by prior-weighted logistic regression (prior 0.5, as BOSARIS and Kaldi's "
@@ -839,7 +839,7 @@ def operating_point_lines(rep: Report) -> list[str]:
              "the main list and measured on the other half: each cell is the threshold, then "
              "the false-accept / miss rate in % it gives on the held-out half (accept when "
              "score >= threshold).  Cllr in bits on the held-out half, the raw scores read as "
-             "LLRs (cosine scores are not LLRs, hence their high raw Cllr), then calibrated.", ""]
+             "LLRs (cosine scores are not LLRs, hence their high raw Cllr), then calibrated."), ""]
     lines += table
     if fitted:
         lines += ["", "Fitted on: " + "; ".join(f"`{f}`" for f in fitted) + "."]
