@@ -230,3 +230,14 @@ def test_the_report_shows_the_operating_points(tmp_path, capfd):
     assert "score fusion" in rows and "embedding fusion" not in rows
     assert rows["i-vector, cosine"].count("not saved") == len(THRESHOLDS)
     assert f"Fitted on: `{trials}, half A of its anchors" in section
+
+
+def test_perfectly_separated_scores_get_a_finite_calibration(caplog):
+    labels, groups = paper_list(40, 9)
+    rng = np.random.default_rng(3)
+    scores = np.where(labels, 1.0, 0.0) + rng.random(labels.size)   # targets all above
+    points = fit_operating_points(scores, labels, groups, "cosine", "eval/trials")
+    assert 10 < points.calibration.scale < 1e4
+    assert points.cllr["calibrated"] < 0.05 < points.cllr["raw"]
+    assert "separate targets from non-targets perfectly" in caplog.text
+    assert "too few to estimate a false-accept rate of 0.001" in caplog.text

@@ -38,6 +38,8 @@ from ..scoring.trials import read_scores, read_skipped, read_trials, scores_for_
 from ._cli import run_main
 
 logger = logging.getLogger(__name__)
+# Part of the signature: raise it when the fitting changes, so that a rerun refits.
+FIT_VERSION = 1
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -74,7 +76,8 @@ def save(exp: Path, method: str, trials_path: Path, scores_path: Path | None = N
     out = operating_points_path(exp, method)
     marker = Marker(exp / DIR / f".{method}.done")
     sig = signature(inputs=[trials_path, scores_path, f"{scores_path}.skipped"],
-                    options={"method": method, "p_target": p_target, "prior": prior})
+                    options={"method": method, "p_target": p_target, "prior": prior,
+                             "version": FIT_VERSION})
     if marker.outputs_current(sig, [out]):
         logger.info("%s: up to date (%s)", out, marker.path)
         return out

@@ -828,7 +828,7 @@ def operating_point_lines(rep: Report) -> list[str]:
     """The section "Operating points": the thresholds each system decides with, and how
     well they and its calibration hold on trials they were not fitted on."""
     table, fitted = table_operating_points(rep)
-    if len(table) == 2:
+    if all("not saved" in row for row in table[2:]):  # a tree from before they were saved
         return []
     lines = ["", "## Operating points", "",
              ("The thresholds each system saved beside its model "
