@@ -26,7 +26,7 @@ from deepspeaker.scoring.operating_points import (
     split_halves,
     threshold_at_far,
 )
-from deepspeaker.scoring.trials import Trial, write_scores, write_trials
+from deepspeaker.scoring.trials import Trial, read_scores, write_scores, write_trials
 
 ANCHORS, NEGATIVES, SEPARATION = 2000, 99, 2.0
 
@@ -208,18 +208,37 @@ def test_constant_scores_are_named(tmp_path, capfd):
     assert not (exp / "operating_points").exists() or not any((exp / "operating_points").iterdir())
 
 
-def test_the_report_shows_the_operating_points(tmp_path, capfd):
-    exp, data, _ = build_tree(tmp_path, plda=True)
+def test_the_report_shows_the_operating_points_and_asnorm(tmp_path, capfd):
+    exp, data, lists = build_tree(tmp_path, plda=True)
     trials = data / "eval/trials"
+    # the i-vector's PLDA scores after AS-norm: better separated
+    rng = np.random.default_rng(5)
+    write_scores(exp / "ivector/scores/plda_asnorm_trials", lists["trials"],
+                 [rng.standard_normal() + 2.5 * t.target for t in lists["trials"]])
     for tag, method in (("ivector", "plda"), ("gru_softmax_triplet", "cosine"),
                         ("gru_softmax_triplet", "plda"), ("fusion", "score")):
         assert save_operating_points.main(["--method", method, "--trials", str(trials),
                                            str(exp / tag)]) == 0
+    assert save_operating_points.main(["--method", "plda_asnorm", "--asnorm", "top_n=300",
+                                       "--asnorm", "level=utterance", "--trials", str(trials),
+                                       str(exp / "ivector")]) == 0
+    normed = load_operating_points(exp / "ivector", "plda_asnorm")
+    assert normed.asnorm == {"top_n": 300, "level": "utterance"}
+    assert load_operating_points(exp / "ivector", "plda").asnorm is None
     assert make_report.main([str(exp), str(data)]) == 0
     text = (exp / "RESULTS.md").read_text()
+    asnorm = text.split("## AS-norm")[1].split("\n## ")[0]
+    raw_eer = compute_eer(*_scores_labels(exp / "ivector/scores/plda_trials", lists["trials"]))[0]
+    new_eer = compute_eer(*_scores_labels(exp / "ivector/scores/plda_asnorm_trials",
+                                          lists["trials"]))[0]
+    assert new_eer < raw_eer
+    assert (f"| i-vector + PLDA (baseline) | {100 * raw_eer:.2f} | {100 * new_eer:.2f} |"
+            in asnorm), asnorm
+    assert asnorm.count("\n| ") == 2     # the header and the one system with AS-norm scores
+    rows = _rows(text, "## Operating points")
+    assert rows["i-vector + PLDA (baseline), AS-norm"].startswith(
+        f"| i-vector + PLDA (baseline), AS-norm | {normed.thresholds['eer']:.4g} (")
     section = text.split("## Operating points")[1].split("\n## ")[0]
-    rows = {line.split(" | ")[0][2:]: line for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith("| system")}
     p = load_operating_points(exp / "ivector", "plda")
     far = p.heldout["far_1pct"]
     assert (f"| {p.thresholds['far_1pct']:.4g} ({100 * far['far']:.2f} / "
@@ -241,3 +260,25 @@ def test_perfectly_separated_scores_get_a_finite_calibration(caplog):
     assert points.cllr["calibrated"] < 0.05 < points.cllr["raw"]
     assert "separate targets from non-targets perfectly" in caplog.text
     assert "too few to estimate a false-accept rate of 0.001" in caplog.text
+
+
+def _scores_labels(path, trials):
+    scores = read_scores(path)
+    return [scores[(t.enroll, t.test)] for t in trials], [t.target for t in trials]
+
+
+def _rows(text: str, heading: str) -> dict[str, str]:
+    """The table rows of section ``heading`` of RESULTS.md by their first cell."""
+    section = text.split(heading)[1].split("\n## ")[0]
+    return {line.split(" | ")[0][2:]: line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| system")}
+
+
+def test_asnorm_settings_need_an_asnorm_method(tmp_path, capsys):
+    exp, trials_path, _, _ = _tiny_exp(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        save_operating_points.main(["--method", "plda", "--asnorm", "top_n=300", "--trials",
+                                    str(trials_path), str(exp)])
+    assert e.value.code == 2
+    assert "--asnorm describes AS-normed scores: --method plda_asnorm, not plda" in (
+        capsys.readouterr().err)

@@ -130,15 +130,18 @@ embed_and_score() {
 # The operating points of a system: its thresholds (EER, FAR 1% and 0.1%, minDCF) and
 # score calibration, fitted on half the anchors of the eval set's main list and measured
 # on the other half, in DIR/operating_points/<method>.yaml (what verify decides with;
-# deepspeaker/scoring/operating_points.py), for each METHOD DIR has main-list scores of.
+# deepspeaker/scoring/operating_points.py), for each METHOD DIR has main-list scores of,
+# and for its AS-normed scores (<method>_asnorm_trials) where there are some.
 #   save_points DIR METHOD...
 save_points() {
-  local dir=$1 m
+  local dir=$1 m v
   shift
   for m in "$@"; do
-    [ -f "$dir/scores/${m}_trials" ] || continue
-    run_jobs.sh "$dir/log/operating_points_$m.log" python -m deepspeaker.bin.save_operating_points \
-      --method "$m" --trials "$eval_dir/trials" "$dir"
+    for v in "$m" "${m}_asnorm"; do
+      [ -f "$dir/scores/${v}_trials" ] || continue
+      run_jobs.sh "$dir/log/operating_points_$v.log" python -m deepspeaker.bin.save_operating_points \
+        --method "$v" --trials "$eval_dir/trials" "$dir"
+    done
   done
 }
 make_report() {

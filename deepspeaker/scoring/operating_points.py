@@ -3,7 +3,8 @@
 A score alone means nothing to a user (is 0.43 a match?).  So evaluation measures, on
 the system's own trials, where its operating points lie and saves them in
 ``exp/<tag>/operating_points/<method>.yaml`` (``method``: the scoring back end,
-``cosine`` or ``plda``; ``score`` for a score fusion):
+``cosine`` or ``plda``; ``score`` for a score fusion; any of them + ``_asnorm`` for the
+same scores after AS-norm; the score-file prefix in ``exp/<tag>/scores/``):
 
 =================  ==========================================================
 ``thresholds``     score thresholds by name (:data:`THRESHOLDS`): the EER point,
@@ -14,7 +15,8 @@ the system's own trials, where its operating points lie and saves them in
 ``heldout``        per threshold, the false-accept and miss rates measured on the
                    trials it was *not* fitted on
 ``cllr``           Cllr of the held-out trials before and after calibration
-``asnorm``         the AS-norm settings the scores were normalised with, if any
+``asnorm``         the AS-norm settings the scores were normalised with (``_asnorm``
+                   methods; None for the others)
 =================  ==========================================================
 
 :func:`load_operating_points` is what ``deepspeaker.load(...).verify`` reads;
@@ -68,6 +70,10 @@ DEFAULT_THRESHOLD = "far_1pct"
 # The score-file prefixes (exp/<tag>/scores/<method>_<list>) that have operating points:
 # the back ends of a single system and the score fusion.
 METHODS = ("cosine", "plda", "score")
+# The same scores after AS-norm (deepspeaker/scoring/asnorm.py) are <method>_asnorm_<list>;
+# their operating points are <method>_asnorm.yaml, with the AS-norm settings in ``asnorm``.
+ASNORM_SUFFIX = "_asnorm"
+ALL_METHODS = METHODS + tuple(m + ASNORM_SUFFIX for m in METHODS)
 # The false-accept rate each "far_" threshold names.
 FAR_TARGETS = {"far_1pct": 0.01, "far_0.1pct": 0.001}
 P_TARGET = 0.01  # minDCF's, as the report's (NIST SRE / Kaldi's compute_min_dcf.py)
@@ -81,7 +87,7 @@ class Calibration:
     scale: float
     offset: float
     fitted_on: str = ""
-    prior: float = 0.5
+    prior: float = PRIOR  # the prior the fit weighted the classes to; the llr itself is prior-free
 
     def llr(self, score: float) -> float:
         return self.scale * float(score) + self.offset
@@ -300,7 +306,7 @@ def fit_operating_points(scores, labels, groups: Sequence[str], method: str, tri
         p_target=p_target)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "DIR", "FAR_TARGETS", "METHODS", "PRIOR", "P_TARGET", "THRESHOLDS",
+__all__ = ["ALL_METHODS", "ASNORM_SUFFIX", "DEFAULT_THRESHOLD", "DIR", "FAR_TARGETS", "METHODS", "PRIOR", "P_TARGET", "THRESHOLDS",
            "Calibration", "OperatingPoints", "cllr", "fit_calibration", "fit_operating_points",
            "load_operating_points", "operating_points_path", "rates_at", "save_operating_points",
            "split_halves", "threshold_at_far"]
