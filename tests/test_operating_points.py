@@ -197,15 +197,19 @@ def test_a_half_without_targets_is_named(tmp_path, capfd):
     assert not (exp / "operating_points/plda.yaml").exists()
 
 
-def test_constant_scores_are_named(tmp_path, capfd):
+def test_constant_scores_are_named_and_leave_no_points(tmp_path, capfd):
     exp, trials_path, trials, _ = _tiny_exp(tmp_path)
-    write_scores(exp / "scores/cosine_trials", trials, np.full(len(trials), 0.5))
-    assert save_operating_points.main(["--method", "cosine", "--trials", str(trials_path),
-                                       str(exp)]) == 1
+    argv = ["--method", "plda", "--trials", str(trials_path), str(exp)]
+    assert save_operating_points.main(argv) == 0
+    assert load_operating_points(exp, "plda") is not None
+    write_scores(exp / "scores/plda_trials", trials, np.full(len(trials), 0.5))
+    assert save_operating_points.main(argv) == 1
     err = capfd.readouterr().err
     assert (f"{trials_path}: every score of half A of the anchors is 0.5: constant scores "
             "have no operating points") in err, err
-    assert not (exp / "operating_points").exists() or not any((exp / "operating_points").iterdir())
+    # the points of the earlier scores are gone: verify must not decide with them
+    assert load_operating_points(exp, "plda") is None
+    assert not (exp / "operating_points/.plda.done").exists()
 
 
 def test_the_report_shows_the_operating_points_and_asnorm(tmp_path, capfd):

@@ -131,7 +131,9 @@ embed_and_score() {
 # score calibration, fitted on half the anchors of the eval set's main list and measured
 # on the other half, in DIR/operating_points/<method>.yaml (what verify decides with;
 # deepspeaker/scoring/operating_points.py), for each METHOD DIR has main-list scores of,
-# and for its AS-normed scores (<method>_asnorm_trials) where there are some.
+# and for its AS-normed scores (<method>_asnorm_trials) where there are some.  Scores
+# that have none (constant, a half of the list without targets) are named and the run
+# goes on: the system and its metrics stand, RESULTS.md shows its points as not saved.
 #   save_points DIR METHOD...
 save_points() {
   local dir=$1 m v
@@ -140,7 +142,8 @@ save_points() {
     for v in "$m" "${m}_asnorm"; do
       [ -f "$dir/scores/${v}_trials" ] || continue
       run_jobs.sh "$dir/log/operating_points_$v.log" python -m deepspeaker.bin.save_operating_points \
-        --method "$v" --trials "$eval_dir/trials" "$dir"
+        --method "$v" --trials "$eval_dir/trials" "$dir" \
+        || log "WARNING: $dir: no operating points for its $v scores (log: $dir/log/operating_points_$v.log)"
     done
   done
 }

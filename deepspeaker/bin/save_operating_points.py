@@ -109,6 +109,9 @@ def save(exp: Path, method: str, trials_path: Path, scores_path: Path | None = N
     if marker.outputs_current(sig, [out]):
         logger.info("%s: up to date (%s)", out, marker.path)
         return out
+    # Points of other scores must not outlive them (verify would decide with them), even
+    # when these scores have none.
+    out.unlink(missing_ok=True)
     points = measure(trials_path, scores_path, method, p_target, prior)
     points.asnorm = asnorm
     save_operating_points(exp, points)
