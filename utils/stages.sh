@@ -14,7 +14,8 @@
 #
 # Stages: 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 T-matrix + i-vectors,
 # 5 LDA/PLDA scoring, 6 softmax pre-training, 7 triplet training, 8 embedding
-# extraction, 9 cosine and PLDA scoring + metrics, 10 fusion + $exp/RESULTS.md; 11 training
+# extraction, 9 cosine and PLDA scoring + metrics, 10 fusion + $exp/RESULTS.md (each
+# system that scores, in 5, 9 and 10, also saves its operating points); 11 training
 # on fractions of the training speakers; 12 a model of another corpus, as is and
 # fine-tuned with triplet loss here.  Stages 11 and 12 rewrite $exp/RESULTS.md.
 #
@@ -122,7 +123,29 @@ embed_and_score() {
       --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
       "${plda_lists[@]}"
   fi
+  # shellcheck disable=SC2086  # one word per back end
+  save_points "$exp/$tag" $nnet_backends
   python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
+}
+# The operating points of a system: its thresholds (EER, FAR 1% and 0.1%, minDCF) and
+# score calibration, fitted on half the anchors of the eval set's main list and measured
+# on the other half, in DIR/operating_points/<method>.yaml (what verify decides with;
+# deepspeaker/scoring/operating_points.py), for each METHOD DIR has main-list scores of,
+# and for its AS-normed scores (<method>_asnorm_trials) where there are some.  Scores
+# that have none (constant, a half of the list without targets) are named and the run
+# goes on: the system and its metrics stand, RESULTS.md shows its points as not saved.
+#   save_points DIR METHOD...
+save_points() {
+  local dir=$1 m v
+  shift
+  for m in "$@"; do
+    for v in "$m" "${m}_asnorm"; do
+      [ -f "$dir/scores/${v}_trials" ] || continue
+      run_jobs.sh "$dir/log/operating_points_$v.log" python -m deepspeaker.bin.save_operating_points \
+        --method "$v" --trials "$eval_dir/trials" "$dir" \
+        || log "WARNING: $dir: no operating points for its $v scores (log: $dir/log/operating_points_$v.log)"
+    done
+  done
 }
 make_report() {
   log "report -> $exp/RESULTS.md"
@@ -370,6 +393,7 @@ if in_stages 5; then
     run_jobs.sh "$ivec/log/score_$method.log" python -m deepspeaker.bin.score_plda \
       --method "$method" "${enroll[@]}" "$ivec" "$eval_dir" "${pairs[@]}"
   done
+  save_points "$ivec" plda cosine
   python -m deepspeaker.bin.describe_system "$ivec" --kind ivector --train-set "$data/$train_set"
   python -m deepspeaker.bin.summarize_scores --title "i-vector baseline ($report_title)" "$ivec" "$eval_dir"
   log "stage 5: results in $ivec/RESULTS.md"
@@ -402,6 +426,7 @@ if in_stages 10; then
       run_jobs.sh "$exp/fusion/log/score_$t.log" python -m deepspeaker.bin.fuse_scores \
         "$eval_dir/$t" "$exp/fusion/scores/score_$t" "${scores[@]}"
     done
+    save_points "$exp/fusion" score
     python -m deepspeaker.bin.describe_system "$exp/fusion" --kind fusion --members "${fused[*]}"
   else
     log "stage 10: fewer than two $fusion_strategy models have embeddings; no fusion"

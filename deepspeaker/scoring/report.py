@@ -53,6 +53,7 @@ from ..data import DataDir
 from ..utils import DeepSpeakerError, atomic_write
 from .experiment import MAIN_TRIALS, SystemInfo, enroll_count, read_system_info, trial_lists
 from .metrics import Metrics, ScoringError, compute_metrics, error_rates
+from .operating_points import ASNORM_SUFFIX, METHODS, THRESHOLDS, load_operating_points
 from .trials import read_scores, read_skipped, read_trials, scores_for_trials
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class Report:
     fusion_members: list[str] = field(default_factory=list)
     systems: list[System] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)  # registry name -> label, in order
+    # system key -> the main list's scores after AS-norm (<prefix>_asnorm_trials), if any
+    asnorm: dict[str, Result] = field(default_factory=dict)
 
     def get(self, key: str, trials: str = MAIN_TRIALS) -> Result | None:
         return self.results.get((key, trials))
@@ -273,6 +276,10 @@ def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "soft
                 continue
             metrics, scores, labels, skipped = evaluate(path, trials_dir / name, trials)
             rep.results[(system.key, name)] = Result(system, metrics, scores, labels, skipped, path)
+            normed = path.with_name(f"{system.prefix}{ASNORM_SUFFIX}_{name}")
+            if name == MAIN_TRIALS and system.prefix in METHODS and normed.is_file():
+                rep.asnorm[system.key] = Result(system, *evaluate(normed, trials_dir / name, trials),
+                                                normed)
     if not any(k == MAIN_TRIALS for _, k in rep.results):
         raise DeepSpeakerError(f"{exp}: no described system has a score file for "
                                f"{trials_dir}/{MAIN_TRIALS} (each experiment dir describes "
@@ -777,6 +784,107 @@ def _table_lines(rep: Report) -> list[str]:
     return lines
 
 
+ASNORM_LABEL = ", AS-norm"
+
+
+def table_asnorm(rep: Report) -> list[str]:
+    """Each system's main-list metrics without and with AS-norm (systems that have both)."""
+    lines = [("| system | EER [%] | EER, AS-norm [%] | minDCF | minDCF, AS-norm | ACC [%] | "
+              "ACC, AS-norm [%] | EER rel. reduction by AS-norm |"), "|---|---|---|---|---|---|---|---|"]
+    for system in rep.systems:
+        raw, normed = rep.of(system), rep.asnorm.get(system.key)
+        if raw is None or normed is None:
+            continue
+        a, b = raw.metrics, normed.metrics
+        lines.append(f"| {system.label} | {_pct(a.eer)} | {_pct(b.eer)} | {a.min_dcf:.4f} | "
+                     f"{b.min_dcf:.4f} | {_pct(a.acc)} | {_pct(b.acc)} | "
+                     f"{_rel(rel_reduction(a.eer, b.eer))} |")
+    return lines
+
+
+def asnorm_lines(rep: Report) -> list[str]:
+    """The section "AS-norm" (nothing when no system has AS-normed scores)."""
+    if not rep.asnorm:
+        return []
+    return ["", "## AS-norm", "",
+            (f"Adaptive symmetric score normalisation (top-N cohort of training speakers, as "
+             f"WeSpeaker's stage 6) on `{rep.data / rep.eval_set}/{MAIN_TRIALS}`: each "
+             f"system's scores (`scores/<method>_{MAIN_TRIALS}`) beside the same scores after "
+             f"AS-norm (`scores/<method>{ASNORM_SUFFIX}_{MAIN_TRIALS}`)."), ""] + table_asnorm(rep)
+
+
+THRESHOLD_LABELS = {"eer": "EER point", "far_1pct": "FAR 1%", "far_0.1pct": "FAR 0.1%",
+                    "min_dcf": "minDCF point"}
+
+
+def _threshold_cell(points, name: str) -> str:
+    if name not in points.thresholds or name not in points.heldout:
+        return "n/a"
+    held = points.heldout[name]
+    return f"{points.thresholds[name]:.4g} ({_pct(held['far'])} / {_pct(held['miss'])})"
+
+
+def _cllr_cell(points) -> str:
+    if not {"raw", "calibrated"} <= set(points.cllr):
+        return "n/a"
+    return f"{points.cllr['raw']:.3f} -> {points.cllr['calibrated']:.3f}"
+
+
+def _calibration_cell(points) -> str:
+    c = points.calibration
+    return "n/a" if c is None else f"{c.scale:.4g} s {'+' if c.offset >= 0 else '-'} {abs(c.offset):.4g}"
+
+
+def table_operating_points(rep: Report) -> tuple[list[str], list[str]]:
+    """The rows of "Operating points" (every scored system with a method that has them,
+    in report order) and the distinct ``fitted_on`` texts of their files."""
+    lines = ["| system | " + " | ".join(THRESHOLD_LABELS[n] for n in THRESHOLDS) +
+             " | Cllr raw -> calibrated | calibration (llr) |",
+             "|---|" + "---|" * (len(THRESHOLDS) + 2)]
+    fitted = []
+    for system in rep.systems:
+        if system.prefix not in METHODS or system.kind == "reference" or rep.of(system) is None:
+            continue
+        rows = [(system.label, load_operating_points(rep.exp / system.exp, system.prefix))]
+        normed = load_operating_points(rep.exp / system.exp, system.prefix + ASNORM_SUFFIX)
+        if normed is not None or system.key in rep.asnorm:
+            rows.append((system.label + ASNORM_LABEL, normed))
+        for label, points in rows:
+            if points is None:
+                cells = ["not saved"] * len(THRESHOLDS) + ["", ""]
+            else:
+                cells = [_threshold_cell(points, n) for n in THRESHOLDS]
+                cells += [_cllr_cell(points), _calibration_cell(points)]
+                fitted_on = points.fitted_on or (points.calibration.fitted_on
+                                                 if points.calibration else "")
+                if fitted_on and fitted_on not in fitted:
+                    fitted.append(fitted_on)
+            lines.append("| " + " | ".join([label] + cells) + " |")
+    return lines, fitted
+
+
+def operating_point_lines(rep: Report) -> list[str]:
+    """The section "Operating points": the thresholds each system decides with, and how
+    well they and its calibration hold on trials they were not fitted on."""
+    table, fitted = table_operating_points(rep)
+    if all("not saved" in row for row in table[2:]):  # a tree from before they were saved
+        return []
+    lines = ["", "## Operating points", "",
+             ("The thresholds each system saved beside its model "
+             "(`exp/<tag>/operating_points/<method>.yaml`; `verify` decides at FAR 1% unless "
+             "told otherwise) and the linear calibration of its scores to log-likelihood "
+             "ratios, by prior-weighted logistic regression (prior 0.5, as BOSARIS and Kaldi's "
+             "logistic-regression tools fit it).  Both are fitted on one half of the anchors of "
+             "the main list and measured on the other half: each cell is the threshold, then "
+             "the false-accept / miss rate in % it gives on the held-out half (accept when "
+             "score >= threshold).  Cllr in bits on the held-out half, the raw scores read as "
+             "LLRs (cosine scores are not LLRs, hence their high raw Cllr), then calibrated."), ""]
+    lines += table
+    if fitted:
+        lines += ["", "Fitted on: " + "; ".join(f"`{f}`" for f in fitted) + "."]
+    return lines
+
+
 def _claim_lines(rep: Report) -> list[str]:
     lines = ["", "## The paper's claims on this corpus", "",
              "| claim | held? | numbers |", "|---|---|---|"]
@@ -806,7 +914,9 @@ def _figure_lines(rep: Report, det_systems: list[Result], study: list[Result]) -
 def write_report(rep: Report, title: str) -> Path:
     """``exp/RESULTS.md`` and the PNGs it links, in ``exp/report/``."""
     det_systems, study = write_figures(rep)
-    lines = _head_lines(rep, title) + _table_lines(rep) + _claim_lines(rep)
+    lines = _head_lines(rep, title) + _table_lines(rep) + asnorm_lines(rep)
+    lines += operating_point_lines(rep)
+    lines += _claim_lines(rep)
     lines += _figure_lines(rep, det_systems, study)
     lines += ["", "## Corpus", ""] + corpus_lines(rep.data)
     lines += ["", "## Trial lists", "", "| list | target | non-target |", "|---|---|---|"]
@@ -819,6 +929,9 @@ def write_report(rep: Report, title: str) -> Path:
 
 
 __all__ = ["BACKEND_LABELS", "BASELINE_LABEL", "Claim", "Report", "Result", "STRATEGY_LABELS", "System",
-           "check_claims", "collect", "evaluate", "model_labels", "plot_det", "plot_histogram",
+           "asnorm_lines", "check_claims", "collect", "evaluate", "model_labels",
+           "operating_point_lines",
+           "plot_det", "plot_histogram",
            "read_systems", "rel_reduction", "table_other_lists", "table_t5", "table_t6",
-           "t5_rows", "table_t7", "table_t8", "table_transfer", "write_report"]
+           "t5_rows", "table_asnorm", "table_operating_points", "table_t7", "table_t8", "table_transfer",
+           "write_report"]
