@@ -37,7 +37,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ from .store import SpeakerStore, StoreError
 
 logger = logging.getLogger(__name__)
 
-AudioLike = Union[str, os.PathLike, tuple, Audio]
+AudioLike = str | os.PathLike | tuple | Audio
 FUSION_METHOD = "embedding"
 WRITER_STAGE = ("the end of evaluation (python -m deepspeaker.bin.save_operating_points, "
                 "run by the recipe's scoring stages)")

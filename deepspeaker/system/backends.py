@@ -115,7 +115,9 @@ class CosineScorer:
     """Cosine on unit embeddings; the model of k is their renormalised mean (paper T8)."""
 
     method = "cosine"
-    files: list = []
+
+    def __init__(self) -> None:
+        self.files: list = []  # no model file of its own
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         return unit(vectors)

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
