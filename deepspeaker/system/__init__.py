@@ -239,8 +239,8 @@ class System:
         if self._points is None:
             path = operating_points_path(self.exp_dir, self.method)
             raise DeepSpeakerError(f"no operating points saved for the {self.method} scores of "
-                                   f"{self.exp_dir}: they are written at {WRITER_STAGE}; give "
-                                   f"threshold=<a score> to decide without them", path=path)
+                                   f"{self.exp_dir}: they are written at {WRITER_STAGE}; or give "
+                                   f"a threshold score (threshold=<score>, --threshold <score>)", path=path)
         return self._points
 
     def threshold(self, threshold: str | float = DEFAULT_THRESHOLD) -> tuple[str, float]:
@@ -277,20 +277,35 @@ class System:
         audios = audios if isinstance(audios, list) else [audios]
         if not audios:
             raise DeepSpeakerError(f"{name}: no utterances to enroll")
-        model = self.model_of(self.embed(audios), name)
+        model = self.enroll_vectors(name, self.embed(audios))
+        self.save_speakers()
+        return model
+
+    def enroll_vectors(self, name: str, vectors: np.ndarray) -> SpeakerModel:
+        """Enroll ``name`` from its k vectors (:meth:`embed`); :meth:`save_speakers` writes."""
+        model = self.model_of(vectors, name)
         if self._store is not None:
             self._store.add(name, model.vector, model.count)
-            self._store.save()
         self.speakers[name] = model
         return model
+
+    def save_speakers(self) -> None:
+        """Write the open store (atomically); nothing without one."""
+        if self._store is not None:
+            self._store.save()
 
     def identify(self, audio: AudioLike, top: int = 5,
                  threshold: str | float = DEFAULT_THRESHOLD) -> Identification:
         """The enrolled speakers ranked against ``audio``; a reject when none passes."""
+        return self.identify_vector(self.embed(audio), top, threshold)
+
+    def identify_vector(self, vector: np.ndarray, top: int = 5,
+                        threshold: str | float = DEFAULT_THRESHOLD) -> Identification:
+        """:meth:`identify` of a vector of this system (:meth:`embed`)."""
         if not self.speakers:
             raise DeepSpeakerError("no enrolled speakers: enroll some first (or open a store)")
         name, value = self.threshold(threshold)
-        test = self.scorer.project(self.embed([audio]))
+        test = self.scorer.project(np.atleast_2d(vector))
         scores = [(n, float(self.scorer.score(m.vector, m.count, test)[0]))
                   for n, m in self.speakers.items()]
         scores.sort(key=lambda ns: (-ns[1], ns[0]))
