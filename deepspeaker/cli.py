@@ -223,7 +223,7 @@ def enroll_command(p: argparse.ArgumentParser):
         system.open_speakers(args.store)
         sources = audio_sources(args, system)
         groups = speaker_groups(args, sources)
-        vectors, failed = embed_all(system, sources, sorted({u for us in groups.values() for u in us}))
+        vectors, _ = embed_all(system, sources, sorted({u for us in groups.values() for u in us}))
         enrolled, bad = {}, {}
         for name, utts in groups.items():
             missing = [u for u in utts if u not in vectors]
