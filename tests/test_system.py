@@ -86,6 +86,28 @@ def test_score_is_the_scorer_score(recipe, wavs, tmp_path, method):
         assert system.score(enroll, wavs[t]) == pytest.approx(want[(e, t)], abs=1e-4)
 
 
+def test_network_with_a_plda_back_end(recipe, wavs, tmp_path):
+    """A network's back end (train_plda --vectors) scores as score_plda --vectors does."""
+    from deepspeaker.bin import score_plda, train_plda
+    from deepspeaker.scoring.trials import read_scores
+
+    exp, data = copy_system(recipe, "gru", tmp_path), recipe / "data/train"
+    (tmp_path / "backend.yaml").write_text("lda_dim: 3\nplda: {num_em_iters: 3}\n")
+    scp = exp / "train/embedding.scp"
+    train_plda.run_vectors(exp, data, scp, tmp_path / "backend.yaml", None)
+    (tmp_path / "trials").write_text("spk0-u0 spk0-u1 target\nspk0-u0 spk3-u1 nontarget\n")
+    score_plda.run(exp, data, tmp_path / "trials", tmp_path / "scores", "plda", None, vectors=scp)
+    system = deepspeaker.load(exp)
+    assert system.method == "plda"
+    # The stage's own embeddings through the system's back end: a random network's
+    # embeddings of 16 utterances leave the LDA ill-conditioned, which would magnify
+    # the ~1e-8 differences of embed() (tested above) into the scores.
+    stage = kaldiio.load_scp(str(scp))
+    for (e, t), want in read_scores(tmp_path / "scores").items():
+        got = system.score_vectors(system.model_of(stage[e][None, :]), stage[t][None, :])[0]
+        assert got == pytest.approx(want, rel=1e-6)
+
+
 def test_network_score_is_cosine_of_the_k_model(recipe, wavs):
     from deepspeaker.scoring.embedding import enroll_model
 
@@ -112,6 +134,7 @@ def test_verify_reads_the_saved_operating_points(recipe, wavs, tmp_path):
     system = deepspeaker.load(exp)
     r = system.verify(wavs["spk0-u0"], wavs["spk0-u1"])
     assert (r.threshold, r.accept, r.method) == ("far_1pct", False, "plda")
+    assert r.to_dict()["decision"] == "reject"
     assert r.score == pytest.approx(s) and r.threshold_value == pytest.approx(s + 1.0)
     assert r.llr == pytest.approx(0.5 * s - 2.0)
     assert system.verify(wavs["spk0-u0"], wavs["spk0-u1"], threshold="eer").accept

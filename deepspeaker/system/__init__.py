@@ -84,8 +84,12 @@ class Verification:
     threshold_value: float
     method: str
 
+    @property
+    def decision(self) -> str:
+        return "accept" if self.accept else "reject"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "decision": self.decision}
 
 
 @dataclass
