@@ -294,7 +294,8 @@ def verify_command(p: argparse.ArgumentParser):
     add_input_args(p, files=False)
     add_format_arg(p)
     p.add_argument("--threshold", default="far_1pct",
-                   help="eer | far_1pct | far_0.1pct | min_dcf (saved by evaluation) or a score")
+                   help="eer | far_1pct | far_0.1pct | min_dcf (saved by evaluation) or a score "
+                        "(a negative one as --threshold=-2.5)")
     p.add_argument("--store", type=Path, help="enrolled speakers (deepspeaker enroll)")
     p.add_argument("--trials", type=Path, help="batch mode: a trial list 'enroll test'")
     p.add_argument("--scores", type=Path, help="batch mode: the Kaldi score file to write")
@@ -390,7 +391,8 @@ def identify_command(p: argparse.ArgumentParser):
     p.add_argument("--store", type=Path, required=True, help="enrolled speakers (deepspeaker enroll)")
     p.add_argument("--top", type=int, default=5, help="speakers listed per audio")
     p.add_argument("--threshold", default="far_1pct",
-                   help="eer | far_1pct | far_0.1pct | min_dcf (saved by evaluation) or a score")
+                   help="eer | far_1pct | far_0.1pct | min_dcf (saved by evaluation) or a score "
+                        "(a negative one as --threshold=-2.5)")
 
     def work(args) -> int:
         system = load_system(args)

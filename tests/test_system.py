@@ -170,6 +170,19 @@ def test_enroll_identify_and_the_store(recipe, wavs, tmp_path):
     assert "method plda" in str(e.value) and "method cosine" in str(e.value)
 
 
+def test_a_store_without_its_sidecar(recipe, tmp_path):
+    """An ark/scp that deepspeaker did not finish (or never wrote) is not read as speakers."""
+    from deepspeaker.data.ark import write_ark_scp
+
+    write_ark_scp(tmp_path / "spk.ark", tmp_path / "spk.scp", {"x": np.ones(6, np.float32)})
+    system = deepspeaker.load(recipe / "exp/ivector")
+    with pytest.raises(DeepSpeakerError) as e:
+        system.open_speakers(tmp_path / "spk.scp")
+    assert str(e.value) == (f"{tmp_path}/spk.scp: no spk.yaml beside it: "
+                            f"not an enrolled-speaker store of deepspeaker (or one never "
+                            f"finished)")
+
+
 def test_not_a_trained_system(tmp_path, recipe):
     (tmp_path / "exp").mkdir()
     with pytest.raises(DeepSpeakerError, match=r"is not a trained system: no system.yaml"):
@@ -234,6 +247,8 @@ def test_a_fusion_is_the_embedding_fusion(recipe, wavs, tmp_path):
     write_system_info(root / "exp/fusion", SystemInfo(kind="fusion", members=["a", "b"]))
     fusion = deepspeaker.load(root / "exp/fusion")
     assert fusion.method == "embedding"
+    with pytest.raises(DeepSpeakerError, match=r"one trial does not have; use the embedding"):
+        deepspeaker.load(root / "exp/fusion", method="score")
     u = wavs["spk0-u0"]
     parts = [{"u": deepspeaker.load(root / "exp" / t).embed(u)} for t in ("a", "b")]
     np.testing.assert_allclose(fusion.embed(u), fuse_embeddings(parts)["u"], atol=1e-6)

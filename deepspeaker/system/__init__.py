@@ -134,6 +134,10 @@ class System:
         self.kind = info.kind
         choices = _method_choices(self.kind, self.exp_dir)
         self.method = method or choices[0]
+        if self.kind == "fusion" and self.method == "score":
+            raise ConfigError(f"{self.exp_dir}: a score fusion z-normalises each member over all "
+                              f"the scores of a trial list, which one trial does not have; "
+                              f"use the embedding fusion (method {FUSION_METHOD!r})")
         if self.method not in choices:
             raise ConfigError(f"{self.exp_dir}: method {self.method!r} is not available for this "
                               f"{self.kind} system (available: {', '.join(choices)})")

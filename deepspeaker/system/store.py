@@ -50,7 +50,7 @@ class SpeakerStore:
         if self.sidecar.is_file():
             self._read()
         elif self.scp.exists():
-            raise StoreError(f"{self.scp} has no {self.sidecar.name} beside it: not an "
+            raise StoreError(f"no {self.sidecar.name} beside it: not an "
                              f"enrolled-speaker store of deepspeaker (or one never finished)",
                              path=self.scp)
 
