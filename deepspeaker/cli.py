@@ -124,14 +124,40 @@ def progress(items, what: str):
 
 
 def embed_all(system, sources: dict[str, Callable], keys=None) -> tuple[dict, dict]:
-    """({id: vector}, {id: why not}) of ``keys`` (default: all), each failure logged once."""
+    """({id: vector}, {id: why not}) of ``keys`` (default: all), each failure logged once.
+
+    Features are made one utterance at a time (a bad one fails alone), vectors a block
+    of ``EMBED_BLOCK`` at a time; a block that fails is redone one by one.
+    """
+    from .system import EMBED_BLOCK
+
     vectors, failed = {}, {}
+    block: list = []
+
+    def fail(key, e) -> None:
+        failed[key] = str(e)
+        logger.error("%s: %s", key, e)
+
+    def flush() -> None:
+        try:
+            vectors.update(zip([k for k, _ in block], system.embed_features([i for _, i in block])))
+        except DeepSpeakerError:
+            for key, item in block:
+                try:
+                    vectors[key] = system.embed_features([item])[0]
+                except DeepSpeakerError as e:
+                    fail(key, e)
+        block.clear()
+
     for key in progress(sources if keys is None else keys, "embedding"):
         try:
-            vectors[key] = system.embed_audio(sources[key]())
+            audio = sources[key]()
+            block.append((key, (*system.features_of(audio), audio.name)))
         except DeepSpeakerError as e:
-            failed[key] = str(e)
-            logger.error("%s: %s", key, e)
+            fail(key, e)
+        if len(block) == EMBED_BLOCK:
+            flush()
+    flush()
     return vectors, failed
 
 

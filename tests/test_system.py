@@ -52,7 +52,8 @@ def test_embed_is_the_stage_vector(recipe, wavs, tag, vectors):
         np.testing.assert_allclose(v, stage[u], atol=1e-5, rtol=0)
     one = system.embed(wavs[utts[0]])
     assert one.shape == (system.embedder.dim,)
-    np.testing.assert_array_equal(one, emb[0])  # deterministic
+    np.testing.assert_array_equal(one, system.embed(wavs[utts[0]]))  # deterministic
+    np.testing.assert_allclose(one, emb[0], atol=1e-5, rtol=0)  # one, or in a batch
     # An array with its rate is the same audio as the file.
     x, rate = sf.read(wavs[utts[0]], dtype="float32")
     np.testing.assert_allclose(system.embed((x, rate)), emb[0], atol=1e-6)

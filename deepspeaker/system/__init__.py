@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 AudioLike = str | os.PathLike | tuple | Audio
 FUSION_METHOD = "embedding"
+EMBED_BLOCK = 32  # utterances embedded in one batch
 WRITER_STAGE = ("the end of evaluation (python -m deepspeaker.bin.save_operating_points, "
                 "run by the recipe's scoring stages)")
 
@@ -207,19 +208,31 @@ class System:
         raise AudioInputError(f"expected a file name, an (array, rate) pair or a list of them, "
                               f"got {type(audio).__name__}")
 
+    def features_of(self, audio: Audio) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1's (fbank, vad) of one :class:`Audio`; a DeepSpeakerError names it."""
+        return compute_features(at_rate(audio, self.sample_rate), self.features, audio.name)
+
+    def embed_features(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+        """Vectors of ``(fbank, vad, name)`` items, batched as the extraction stages batch."""
+        return self.embedder.embed_many(items) if items else []
+
     def embed_audio(self, audio: Audio) -> np.ndarray:
         """(D,) float32 vector of one :class:`Audio` (int16 scale, any rate)."""
-        samples = at_rate(audio, self.sample_rate)
-        fbank, vad = compute_features(samples, self.features, audio.name)
-        return self.embedder.embed(fbank, vad, audio.name)
+        return self.embed_features([(*self.features_of(audio), audio.name)])[0]
 
     def embed(self, audio: AudioLike | Sequence[AudioLike]) -> np.ndarray:
-        """The vector stage 8 (network) or 4b (i-vector) writes: (D,) for one, (N, D) for a list."""
-        if isinstance(audio, list):
-            if not audio:
-                return np.zeros((0, self.embedder.dim), dtype=np.float32)
-            return np.stack([self.embed_audio(self._audio(a)) for a in audio])
-        return self.embed_audio(self._audio(audio))
+        """The vector stage 8 (network) or 4b (i-vector) writes: (D,) for one, (N, D) for a list.
+
+        A list is embedded :data:`EMBED_BLOCK` utterances at a time, batched as the stages
+        batch (which changes a vector only by float rounding, as in the stages).
+        """
+        if not isinstance(audio, list):
+            return self.embed_audio(self._audio(audio))
+        out: list[np.ndarray] = []
+        for i in range(0, len(audio), EMBED_BLOCK):
+            block = [self._audio(a) for a in audio[i:i + EMBED_BLOCK]]
+            out += self.embed_features([(*self.features_of(a), a.name) for a in block])
+        return np.stack(out) if out else np.zeros((0, self.embedder.dim), dtype=np.float32)
 
     def model_of(self, vectors: np.ndarray, name: str = "") -> SpeakerModel:
         """The k-utterance speaker model of ``vectors`` (k, D), as the scorers build it."""

@@ -52,16 +52,18 @@ class NetworkEmbedder:
         self.dim = self.model.options.embedding_dim
         self.files = [self.checkpoint]
 
-    def embed(self, fbank: np.ndarray, vad: np.ndarray, name: str) -> np.ndarray:
+    def embed_many(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+        """Vectors of ``(fbank, vad, name)`` items, batched as stage 8 batches a block."""
         from ..nnet.extract import embed_block
 
-        x = np.ascontiguousarray(prepare_features(fbank, vad), dtype=np.float32)
+        block = [(name, np.ascontiguousarray(prepare_features(f, v), dtype=np.float32))
+                 for f, v, name in items]
         try:
-            (v,) = embed_block(self.model, [(name, x)], self.opts, self.device)
+            return embed_block(self.model, block, self.opts, self.device)
         except (RuntimeError, ValueError) as e:  # too few frames for the network's strides
-            raise DeepSpeakerError(f"{name}: {x.shape[0]} voiced frames cannot be embedded "
-                                   f"({str(e).splitlines()[0]})") from None
-        return v
+            short = min(block, key=lambda b: b[1].shape[0])
+            raise DeepSpeakerError(f"{short[0]}: {short[1].shape[0]} voiced frames cannot be "
+                                   f"embedded ({str(e).splitlines()[0]})") from None
 
 
 class IvectorEmbedder:
@@ -82,16 +84,19 @@ class IvectorEmbedder:
         self.dim = self.extractor.ivector_dim
         self.files = [exp_dir / "models" / "ubm.npz", path]
 
-    def embed(self, fbank: np.ndarray, vad: np.ndarray, name: str) -> np.ndarray:
+    def embed_many(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+        """I-vectors of ``(fbank, vad, name)`` items: one batch of stats, one E-step."""
         from ..ivector.frontend import compute_frontend
         from ..ivector.stats import compute_stats_batch
 
-        try:
-            x = compute_frontend(fbank, vad, self.cfg.frontend)
-        except ValueError as e:
-            raise DeepSpeakerError(f"{name}: {e}") from None
-        n, f = compute_stats_batch(self.ubm, [x], top_k=self.cfg.stats.top_k)
-        return self.extractor.extract(n, f)[0].astype(np.float32)
+        frames = []
+        for fbank, vad, name in items:
+            try:
+                frames.append(compute_frontend(fbank, vad, self.cfg.frontend))
+            except ValueError as e:
+                raise DeepSpeakerError(f"{name}: {e}") from None
+        n, f = compute_stats_batch(self.ubm, frames, top_k=self.cfg.stats.top_k)
+        return list(self.extractor.extract(n, f).astype(np.float32))
 
 
 class FusionEmbedder:
@@ -106,9 +111,9 @@ class FusionEmbedder:
         self.dim = dims.pop()
         self.files = [f for m in members for f in m.files]
 
-    def embed(self, fbank: np.ndarray, vad: np.ndarray, name: str) -> np.ndarray:
-        total = sum(unit(m.embed(fbank, vad, name)) for m in self.members)
-        return unit(total).astype(np.float32)
+    def embed_many(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+        per_member = [m.embed_many(items) for m in self.members]
+        return [unit(sum(unit(v) for v in vs)).astype(np.float32) for vs in zip(*per_member)]
 
 
 class CosineScorer:
