@@ -2,6 +2,9 @@
 
 Subpackages: ``data`` (Kaldi data dirs), ``features`` (fbank, VAD, CMVN),
 ``scoring`` (trials and metrics); ``bin`` holds one thin entry point per stage.
+
+Use a trained system: ``deepspeaker.load("exp/<tag>")`` (:mod:`deepspeaker.system`),
+or the console command ``deepspeaker`` (:mod:`deepspeaker.cli`).
 """
 
 __version__ = "0.1.0"
@@ -13,3 +16,14 @@ import os as _os
 # package first).  See deepspeaker/threads.py for why; a user's own value wins.
 DEFAULT_OMP_WAIT_POLICY = "PASSIVE"
 _os.environ.setdefault("OMP_WAIT_POLICY", DEFAULT_OMP_WAIT_POLICY)
+
+
+def load(exp_dir, method=None, device="cpu", feature_config=None):
+    """The trained system of ``exp_dir``: see :func:`deepspeaker.system.load`.
+
+    Imported on first use, so that ``python -m deepspeaker.bin.X`` (which imports this
+    package first) does not pay for torch and the models when it needs neither.
+    """
+    from .system import load as _load
+
+    return _load(exp_dir, method=method, device=device, feature_config=feature_config)
