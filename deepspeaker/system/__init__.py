@@ -145,7 +145,7 @@ class System:
         self.embedder, train_set = self._embedder(info, device)
         self.features, self.feature_source = self._feature_config(info, train_set, feature_config)
         self.sample_rate = self.features.fbank.sample_rate
-        if self.kind == "deepspeaker" and self.method == "cosine" or self.kind == "fusion":
+        if self.kind == "fusion" or (self.kind == "deepspeaker" and self.method == "cosine"):
             self.scorer = CosineScorer()
         else:
             models = self.exp_dir / ("models" if self.kind == "ivector" else "backend")
@@ -169,11 +169,12 @@ class System:
                 m_info = _read_info(member)
                 if m_info.kind != "deepspeaker":
                     raise NotASystemError(f"fusion member {member} is a {m_info.kind} system; "
-                                       f"embedding fusion needs networks", path=self.exp_dir / SYSTEM_FILE)
+                                          f"embedding fusion needs networks",
+                                          path=self.exp_dir / SYSTEM_FILE)
                 members.append((NetworkEmbedder(member, device), m_info.train_set))
             return FusionEmbedder([m for m, _ in members]), members[0][1]
         raise NotASystemError(f"a {self.kind} system has no model to embed audio with",
-                           path=self.exp_dir / SYSTEM_FILE)
+                              path=self.exp_dir / SYSTEM_FILE)
 
     def _feature_config(self, info, train_set, given):
         if self.kind != "fusion" or given is not None:
