@@ -286,3 +286,14 @@ def test_asnorm_settings_need_an_asnorm_method(tmp_path, capsys):
     assert e.value.code == 2
     assert "--asnorm describes AS-normed scores: --method plda_asnorm, not plda" in (
         capsys.readouterr().err)
+
+
+def test_a_weak_systems_min_dcf_threshold_is_finite_and_rejects_all():
+    # hardly separated: at p_target 0.01 the best decision is to reject every trial
+    labels, groups = paper_list(200, 9)
+    scores = np.random.default_rng(4).standard_normal(labels.size) + 0.3 * labels
+    a = split_halves(groups)
+    assert compute_min_dcf(scores[a], labels[a], 0.01)[1] == np.inf
+    points = fit_operating_points(scores, labels, groups, "plda", "eval/trials")
+    assert scores[a].max() < points.threshold("min_dcf") < scores[a].max() + 1e-12
+    assert all(math.isfinite(t) for t in points.thresholds.values())

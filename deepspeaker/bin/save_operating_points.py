@@ -44,7 +44,7 @@ from ._cli import run_main
 
 logger = logging.getLogger(__name__)
 # Part of the signature: raise it when the fitting changes, so that a rerun refits.
-FIT_VERSION = 1
+FIT_VERSION = 2
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,8 @@ in size to within one anchor.  On half A:
 * ``far_1pct``, ``far_0.1pct``: the smallest threshold (among the scores of half A) whose
   false-accept rate is at most 1% / 0.1%;
 * ``min_dcf``: the threshold of minDCF at ``p_target`` (``metrics.compute_min_dcf``);
+  where that is the trivial "reject all" (a weak system at p_target 0.01), the threshold
+  just above the highest score, so that every saved threshold is a finite number;
 * the calibration: prior-weighted logistic regression, as BOSARIS' ``train_linear_fusion``
   and Kaldi's ``logistic-regression`` tools fit it: targets and non-targets weighted to an
   effective prior (0.5 unless told), minimising the cross-entropy whose value is Cllr.
@@ -160,9 +162,18 @@ def threshold_at_far(scores, labels, far: float) -> float:
     """
     thr, _, p_fa = error_rates(scores, labels)
     k = int(np.argmax(p_fa <= far))       # p_fa falls as the threshold rises
-    if math.isinf(thr[k]):
+    return finite_threshold(thr[k], scores)
+
+
+def finite_threshold(threshold: float, scores) -> float:
+    """``threshold`` as a number a file can hold and a user can read: the metrics' trivial
+    operating points (``+inf``: reject all, ``-inf``: accept all) become the threshold just
+    above the highest score and the lowest score, which decide the same on these scores."""
+    if threshold == np.inf:
         return float(np.nextafter(np.max(scores), np.inf))
-    return float(thr[k])
+    if threshold == -np.inf:
+        return float(np.min(scores))
+    return float(threshold)
 
 
 def rates_at(scores, labels, threshold: float) -> tuple[float, float]:
@@ -284,9 +295,10 @@ def fit_operating_points(scores, labels, groups: Sequence[str], method: str, tri
             logger.warning("%s: half A has %d non-target trials, too few to estimate a "
                            "false-accept rate of %g (%s is a guess)", trials,
                            int((~l_fit).sum()), far, name)
-    thresholds = {"eer": compute_eer(s_fit, l_fit)[1],
+    # minDCF at p_target 0.01 of a weak system is the trivial one (reject all: +inf)
+    thresholds = {"eer": finite_threshold(compute_eer(s_fit, l_fit)[1], s_fit),
                   **{name: threshold_at_far(s_fit, l_fit, far) for name, far in FAR_TARGETS.items()},
-                  "min_dcf": compute_min_dcf(s_fit, l_fit, p_target)[1]}
+                  "min_dcf": finite_threshold(compute_min_dcf(s_fit, l_fit, p_target)[1], s_fit)}
     if s_fit[~l_fit].max() < s_fit[l_fit].min():
         logger.warning("%s: the scores of half A separate targets from non-targets perfectly; "
                        "the calibration's slope is held finite only by its ridge", trials)
@@ -307,6 +319,6 @@ def fit_operating_points(scores, labels, groups: Sequence[str], method: str, tri
 
 
 __all__ = ["ALL_METHODS", "ASNORM_SUFFIX", "DEFAULT_THRESHOLD", "DIR", "FAR_TARGETS", "METHODS", "PRIOR", "P_TARGET", "THRESHOLDS",
-           "Calibration", "OperatingPoints", "cllr", "fit_calibration", "fit_operating_points",
+           "Calibration", "OperatingPoints", "cllr", "finite_threshold", "fit_calibration", "fit_operating_points",
            "load_operating_points", "operating_points_path", "rates_at", "save_operating_points",
            "split_halves", "threshold_at_far"]
