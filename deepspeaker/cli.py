@@ -5,6 +5,7 @@
     deepspeaker verify   EXP ENROLL TEST [--threshold far_1pct]  (--store S: ENROLL is a speaker)
     deepspeaker verify   EXP --trials TRIALS --scores OUT (--wav-scp F | --data-dir D) [--store S]
     deepspeaker identify EXP --store S FILE... [--top 5]
+    deepspeaker export   EXP [--format onnx|torchscript|kaldi] [--out PATH]
 
 ``EXP`` is a trained ``exp/<tag>`` dir (:func:`deepspeaker.load`: a network, the
 i-vector system or a fusion); ``--method`` picks its back end (default: ``plda`` where
@@ -437,6 +438,32 @@ def identify_command(p: argparse.ArgumentParser):
                 ranked = " ".join(f"{n}:{s:.4f}" for n, s in r.ranked)
                 print(f"{key} {r.speaker or '<reject>'} {ranked}")
         return failures(failed, len(sources))
+    return work
+
+
+@command("export", "the network as TorchScript or ONNX, or the LDA + PLDA back end in Kaldi's format")
+def export_command(p: argparse.ArgumentParser):
+    p.add_argument("exp", type=Path, help="a trained system: exp/<tag>")
+    p.add_argument("--format", choices=("onnx", "torchscript", "kaldi"), default="onnx",
+                   help="onnx | torchscript (a network, with its feature settings in the "
+                        "file) | kaldi (LDA + PLDA as ivector-compute-lda/-plda write them)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output file (onnx, torchscript; default EXP/export/embedder.*) or "
+                        "dir (kaldi; default kaldi/ beside the models)")
+    p.add_argument("--checkpoint", default="best.pt", help="onnx, torchscript: checkpoint in EXP")
+    p.add_argument("--binary", choices=("true", "false"), default="true",
+                   help="kaldi: binary (default) or text files")
+
+    def work(args) -> int:
+        if args.format == "kaldi":
+            from .bin.export_kaldi_models import export
+            print(export(args.exp, args.out, args.binary == "true"))
+            return 0
+        from .nnet.export import default_export_path, export_model
+        out = args.out or default_export_path(args.exp, args.format)
+        export_model(args.exp, out, args.format, checkpoint=args.checkpoint)
+        print(out)
+        return 0
     return work
 
 
