@@ -328,6 +328,23 @@ def _read_scores_fast(path) -> dict[tuple[str, str], float] | None:
     return scores
 
 
+def _score_of(pair: tuple[str, str], field: str, path, lineno: int) -> float:
+    """The score column of a score-file line, or the error naming the trial and file:line."""
+    try:
+        return parse_score(field)
+    except ValueError as e:
+        raise ScoringError(f"trial '{pair[0]} {pair[1]}': {e}; scores must be finite "
+                           "numbers", path=path, line=lineno) from None
+
+
+def _first_time(pair: tuple[str, str], lines: dict, path, lineno: int) -> None:
+    """Record where ``pair`` is scored; a second score for it is an error naming both lines."""
+    if pair in lines:
+        raise ScoringError(f"trial '{pair[0]} {pair[1]}' is scored twice (first on line "
+                           f"{lines[pair]})", path=path, line=lineno)
+    lines[pair] = lineno
+
+
 def read_scores(path) -> dict[tuple[str, str], float]:
     """``{(enroll, test): score}`` of a Kaldi score file; every bad line names ``file:line``.
 
@@ -347,15 +364,8 @@ def read_scores(path) -> dict[tuple[str, str], float]:
             raise ScoringError(f"expected 'enroll test score', got {line.rstrip()!r}{hint}",
                                path=path, line=lineno)
         pair = (fields[0], fields[1])
-        try:
-            value = parse_score(fields[2])
-        except ValueError as e:
-            raise ScoringError(f"trial '{pair[0]} {pair[1]}': {e}; scores must be finite "
-                               "numbers", path=path, line=lineno) from None
-        if pair in lines:
-            raise ScoringError(f"trial '{pair[0]} {pair[1]}' is scored twice (first on line "
-                               f"{lines[pair]})", path=path, line=lineno)
-        lines[pair] = lineno
+        value = _score_of(pair, fields[2], path, lineno)
+        _first_time(pair, lines, path, lineno)
         scores[pair] = value
     return scores
 
@@ -396,18 +406,11 @@ def read_labelled_scores(path) -> tuple[list[Trial], np.ndarray]:
             raise ScoringError(f"expected 'enroll test score target|nontarget', got "
                                f"{line.rstrip()!r}{hint}", path=path, line=lineno)
         pair = (fields[0], fields[1])
-        try:
-            value = parse_score(fields[2])
-        except ValueError as e:
-            raise ScoringError(f"trial '{pair[0]} {pair[1]}': {e}; scores must be finite "
-                               "numbers", path=path, line=lineno) from None
+        value = _score_of(pair, fields[2], path, lineno)
         if fields[3] not in SCORE_LABELS:
             raise ScoringError(f"trial '{pair[0]} {pair[1]}': label must be target, nontarget, "
                                f"1 or 0, got {fields[3]!r}", path=path, line=lineno)
-        if pair in lines:
-            raise ScoringError(f"trial '{pair[0]} {pair[1]}' is scored twice (first on line "
-                               f"{lines[pair]})", path=path, line=lineno)
-        lines[pair] = lineno
+        _first_time(pair, lines, path, lineno)
         trials.append(Trial(pair[0], pair[1], SCORE_LABELS[fields[3]]))
         values.append(value)
     if not trials:
