@@ -18,7 +18,7 @@ DEFAULT_OMP_WAIT_POLICY = "PASSIVE"
 _os.environ.setdefault("OMP_WAIT_POLICY", DEFAULT_OMP_WAIT_POLICY)
 
 
-def load(exp_dir, method=None, device="cpu", feature_config=None):
+def load(exp_dir, method=None, device="cpu", feature_config=None, asnorm=False):
     """The trained system of ``exp_dir``: see :func:`deepspeaker.system.load`.
 
     Imported on first use, so that ``python -m deepspeaker.bin.X`` (which imports this
@@ -26,4 +26,5 @@ def load(exp_dir, method=None, device="cpu", feature_config=None):
     """
     from .system import load as _load
 
-    return _load(exp_dir, method=method, device=device, feature_config=feature_config)
+    return _load(exp_dir, method=method, device=device, feature_config=feature_config,
+                 asnorm=asnorm)

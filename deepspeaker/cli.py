@@ -9,7 +9,7 @@
 
 ``EXP`` is a trained ``exp/<tag>`` dir (:func:`deepspeaker.load`: a network, the
 i-vector system or a fusion); ``--method`` picks its back end (default: ``plda`` where
-it has one).  Inputs are files (keyed by their name without extension), a
+it has one), ``--asnorm`` its AS-normalised scores (where the recipe saved a cohort).  Inputs are files (keyed by their name without extension), a
 ``wav.scp`` (``utt path`` or ``utt command |``) or a data dir (its wav.scp and
 segments, at the system's sample rate as stage 1 reads them).  Outputs are text on
 stdout (Kaldi's ``key  [ v1 v2 ... ]`` for vectors), ``--format json``, or Kaldi
@@ -60,8 +60,12 @@ def command(name: str, help: str):
 def add_system_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("exp", type=Path, help="a trained system: exp/<tag>")
     p.add_argument("--method", default=None,
-                   help="scoring back end: plda | cosine (a fusion: embedding); default: plda "
-                        "where the system has one")
+                   help="scoring back end: plda | cosine (a fusion: embedding), or one of them "
+                        "+ _asnorm; default: plda where the system has one")
+    p.add_argument("--asnorm", action="store_true",
+                   help="AS-normalise the scores (against the cohort the scoring stage saved, "
+                        "exp/<tag>/asnorm/<method>.npz), decided with the normalised scores' "
+                        "operating points")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--feature-config", type=Path, default=None,
                    help="stage 1's config (default: the one the recipe saved, see "
@@ -83,7 +87,7 @@ def load_system(args):
     from .system import load
 
     return load(args.exp, method=args.method, device=args.device,
-                feature_config=args.feature_config)
+                feature_config=args.feature_config, asnorm=args.asnorm)
 
 
 def audio_sources(args, system, files=None) -> dict[str, Callable]:

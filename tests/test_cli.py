@@ -167,3 +167,35 @@ def test_bad_input_is_one_message(recipe, tmp_path, capsys):
     assert rc == 1 and not (tmp_path / "s").exists()
     assert err.strip().endswith(f"{trials}:2: expected 'enroll test [target|nontarget]', "
                                      f"got 'spk0-u0 spk0-u2 maybe'")
+
+
+def test_verify_asnorm(recipe, tmp_path, capsys):
+    """--asnorm: the score the Python API's plda_asnorm gives, decided at its own points;
+    without a saved cohort it is one message naming the methods there are."""
+    from deepspeaker.bin import score_plda
+
+    exp = tmp_path / "ivector"
+    shutil.copytree(recipe / "exp/ivector", exp)
+    shutil.copy(recipe / "data/train/data/conf_train.yaml", exp / "feature.yaml")
+    a, b = recipe / "wav/spk1-u0.wav", recipe / "wav/spk1-u3.wav"
+    rc, out, err = in_process(capsys, "verify", exp, a, b, "--asnorm", "--threshold", "0")
+    assert rc == 1 and out == ""
+    assert err.strip().endswith(f"{exp}: method 'plda_asnorm' is not available for this "
+                                f"ivector system (available: plda, cosine)")
+    data = recipe / "data/train"
+    (tmp_path / "trials").write_text("spk1-u0 spk1-u3\n")
+    assert score_plda.main(["--asnorm-cohort", str(exp / "train/ivector.scp"), "--asnorm-data",
+                            str(data), "--asnorm-top-n", "4", "--asnorm-save",
+                            str(exp / "asnorm/plda.npz"), str(exp), str(data),
+                            str(tmp_path / "trials"), str(tmp_path / "scores")]) == 0
+    want = read_scores(tmp_path / "scores")[("spk1-u0", "spk1-u3")]
+    s = deepspeaker.load(exp, asnorm=True).score(str(a), str(b))
+    assert s == pytest.approx(want, abs=1e-4)  # audio -> i-vector changes it by ~1e-6
+    save_operating_points(exp, OperatingPoints(method="plda_asnorm", trials="eval/trials",
+                                               thresholds={"far_1pct": s + 0.25}))
+    r = cli("verify", exp, a, b, "--asnorm", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["method"], got["decision"], got["llr"]) == ("plda_asnorm", "reject", None)
+    assert got["score"] == pytest.approx(s, abs=1e-6)
+    assert got["threshold_value"] == pytest.approx(s + 0.25)

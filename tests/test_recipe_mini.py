@@ -208,6 +208,40 @@ def test_fusion_and_report_stage_10(recipe):
 
 
 
+def test_asnorm_and_operating_points_of_every_system(recipe):
+    """Every system also scores the main list after AS-norm (cohort: its training
+    speakers), keeps the cohort, and saves operating points of both score sets; the
+    report shows them; the Python API's <method>_asnorm gives the score file's numbers."""
+    import deepspeaker
+    from deepspeaker.scoring.trials import read_scores
+
+    tmp, _ = recipe
+    exp = tmp / "exp"
+    methods = {"ivector": ("plda", "cosine"), "fusion": ("embedding", "score"),
+               **{tag: ("cosine", "plda") for tag in TAGS + NOAUG}}
+    for tag, ms in methods.items():
+        for m in ms:
+            assert (exp / tag / "scores" / f"{m}_asnorm_trials").stat().st_size > 0, (tag, m)
+            for v in (m, f"{m}_asnorm"):
+                assert (exp / tag / "operating_points" / f"{v}.yaml").is_file(), (tag, v)
+            assert (exp / tag / "asnorm" / f"{m}.npz").is_file() == (m != "score"), (tag, m)
+        if tag != "fusion":
+            assert (exp / tag / "feature.yaml").is_file(), tag
+    report = (exp / "RESULTS.md").read_text()
+    section = report.split("## AS-norm")[1].split("\n## ")[0]
+    assert "| GRU, softmax (pre-train) + triplet, PLDA |" in section
+    assert "i-vector + PLDA (baseline), AS-norm" in report.split("## Operating points")[1]
+    tag = "gru_softmax_triplet"
+    system = deepspeaker.load(exp / tag, asnorm=True)
+    assert (system.method, system.feature_source) == ("plda_asnorm",
+                                                      str(exp / tag / "feature.yaml"))
+    emb = kaldiio.load_scp(str(exp / tag / "eval/embedding.scp"))
+    for (e, t), want in list(read_scores(exp / tag / "scores/plda_asnorm_trials").items())[:20]:
+        got = system.score_vectors(system.model_of(emb[e][None, :]), emb[t][None, :])[0]
+        assert got == pytest.approx(want, abs=1e-5)
+    assert deepspeaker.load(exp / "fusion", asnorm=True).method == "embedding_asnorm"
+
+
 def test_unknown_option_fails(tmp_path):
     r = _run(tmp_path, "--no-such-option", "1")
     assert r.returncode != 0 and "--no-such-option" in r.stderr

@@ -253,3 +253,72 @@ def test_a_fusion_is_the_embedding_fusion(recipe, wavs, tmp_path):
     u = wavs["spk0-u0"]
     parts = [{"u": deepspeaker.load(root / "exp" / t).embed(u)} for t in ("a", "b")]
     np.testing.assert_allclose(fusion.embed(u), fuse_embeddings(parts)["u"], atol=1e-6)
+
+
+@pytest.mark.parametrize("tag,method", [("ivector", "plda"), ("ivector", "cosine"),
+                                        ("gru", "cosine")])
+def test_asnorm_method_gives_the_scorers_normalised_scores(recipe, tmp_path, tag, method):
+    """``<method>_asnorm`` scores one trial as the scorer's --asnorm-cohort scored the list,
+    with the cohort and top-N the scorer saved (--asnorm-save), k-utterance models too."""
+    from deepspeaker.bin import score_embeddings, score_plda
+    from deepspeaker.scoring.trials import read_scores
+
+    exp, data = copy_system(recipe, tag, tmp_path), recipe / "data/train"
+    vectors = "embedding" if tag == "gru" else "ivector"
+    scp = exp / "train" / f"{vectors}.scp"
+    stage = kaldiio.load_scp(str(scp))
+    (tmp_path / "trials").write_text("spk0-u0 spk0-u1\nspk0-u0 spk3-u1\nm1 spk1-u3\nm1 spk2-u0\n")
+    (tmp_path / "enroll2utt").write_text("m1 spk1-u0 spk1-u1\n")
+    with pytest.raises(DeepSpeakerError, match=rf"{method}_asnorm' is not available"):
+        deepspeaker.load(exp, method=f"{method}_asnorm")
+    cohort = ["--asnorm-cohort", str(scp), "--asnorm-data", str(data), "--asnorm-top-n", "3",
+              "--asnorm-save", str(exp / "asnorm" / f"{method}.npz"),
+              "--enroll2utt", str(tmp_path / "enroll2utt")]
+    scores = tmp_path / "scores"
+    if tag == "gru":
+        rc = score_embeddings.main(cohort + [str(data), str(tmp_path / "trials"), str(scores),
+                                             str(scp)])
+    else:
+        rc = score_plda.main(cohort + ["--method", method, str(exp), str(data),
+                                       str(tmp_path / "trials"), str(scores)])
+    assert rc == 0
+    system = deepspeaker.load(exp, method=f"{method}_asnorm")
+    assert system.method == f"{method}_asnorm" and system.scorer.top_n == 3
+    assert len(system.scorer.cohort) == (16 if method == "plda" else 4)  # utterances / speakers
+    models = {"m1": ["spk1-u0", "spk1-u1"]}
+    got_any = []
+    for (e, t), want in read_scores(scores).items():
+        model = system.model_of(np.stack([stage[u] for u in models.get(e, [e])]))
+        got = float(system.score_vectors(model, stage[t][None, :])[0])
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-6)  # files hold 6 decimals
+        raw = deepspeaker.load(exp, method=method)
+        got_any.append(abs(got - float(raw.score_vectors(
+            raw.model_of(np.stack([stage[u] for u in models.get(e, [e])])),
+            stage[t][None, :])[0])))
+    assert max(got_any) > 1e-3  # normalised scores are not the raw ones
+    # A store of the raw method's speakers is not one of the normalised method's.
+    assert deepspeaker.load(exp, method=method).system_id != system.system_id
+
+
+def test_describe_system_copies_the_feature_config_so_a_moved_system_loads(
+        recipe, tmp_path, monkeypatch):
+    from deepspeaker.bin import describe_system
+
+    root = tmp_path / "recipe"
+    shutil.copytree(recipe / "data", root / "data")
+    shutil.copytree(recipe / "exp/ivector", root / "exp/ivector")
+    monkeypatch.chdir(root)
+    assert describe_system.main(["exp/ivector", "--kind", "ivector", "--train-set",
+                                 "data/train"]) == 0
+    conf = root / "data/train/data/conf_train.yaml"
+    assert (root / "exp/ivector/feature.yaml").read_text() == conf.read_text()
+    moved = shutil.move(root / "exp/ivector", tmp_path / "elsewhere" / "ivector")
+    system = deepspeaker.load(moved)
+    assert system.feature_source == str(moved / "feature.yaml")
+    # A stage-12 copy of another recipe's model (no train_set here) takes its source's.
+    (tmp_path / "elsewhere" / "ivector" / "feature.yaml").write_text(conf.read_text())
+    dst = root / "exp/copy"
+    dst.mkdir()
+    assert describe_system.main([str(dst), "--kind", "ivector", "--source",
+                                 str(tmp_path / "elsewhere" / "ivector")]) == 0
+    assert (dst / "feature.yaml").read_text() == conf.read_text()

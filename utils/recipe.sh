@@ -148,6 +148,8 @@ nnet_backend_conf=../../conf/embedding_backend.yaml   # the embeddings' LDA dim 
 nnet_lda_dim=""       # overrides lda_dim of --nnet-backend-conf (Kaldi's x-vectors: 200)
 nnet_backend_set=clean_speed   # with augmentation, the utterances plda is trained on:
   # clean_speed (the clean set and its speed copies, 3x the speakers), clean (Kaldi v2), all
+asnorm_top_n=300      # AS-norm of every system's main-list scores (stages 5, 9, 10): the top-N
+  # cohort scores of each side, the cohort from the training speakers (WeSpeaker's 300); 0: none
 trials_opts=""        # more make_trials options, e.g. "--enroll-counts 1,2" (stage 2)
 train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
 transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)

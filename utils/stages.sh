@@ -9,7 +9,7 @@
 # It reads the options of utils/recipe.sh (stage stop_stage nj seed data exp feat_conf
 # ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy nnet_backends
 # nnet_backend_conf nnet_lda_dim nnet_backend_set nnet_parallel trials_opts train_fractions transfer_from
-# max_failed_fraction report_title augment_conf rirs_dir musan_dir ablation) and the data dir
+# max_failed_fraction report_title augment_conf rirs_dir musan_dir ablation asnorm_top_n) and the data dir
 # names train_set dev_set eval_set under $data (dev_set may be "").
 #
 # Stages: 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 T-matrix + i-vectors,
@@ -29,7 +29,7 @@
 for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_set eval_set \
     feat_conf ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy \
     nnet_backends nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from \
-    report_title augment_conf rirs_dir musan_dir ablation nnet_parallel nnet_backend_set; do
+    report_title augment_conf rirs_dir musan_dir ablation nnet_parallel nnet_backend_set asnorm_top_n; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
 done
 unset _v
@@ -48,6 +48,8 @@ case $nnet_backend_set in clean_speed|clean|all) ;;
   *) die "unknown --nnet-backend-set '$nnet_backend_set': clean_speed, clean or all" ;;
 esac
 unset _s
+[[ $asnorm_top_n =~ ^[0-9]+$ ]] && [ "$asnorm_top_n" != 1 ] \
+  || die "--asnorm-top-n '$asnorm_top_n': a number >= 2 (the top-N cohort scores), or 0 for no AS-norm"
 eval_dir=$data/$eval_set
 # The networks' training set: the clean one, or it combined with its augmented copies
 # (stage 1, --augment-conf).  The i-vector system trains on the clean set.
@@ -79,32 +81,45 @@ backend_dir() {
 }
 # Stage 9's PLDA of one experiment: LDA + length norm + PLDA on the embeddings of (part of)
 # the set it was trained on (its system.yaml's train_set, through backend_dir: Kaldi's
-# x-vector back end), in $exp/<tag>/backend.
+# x-vector back end), in $exp/<tag>/backend.  The embeddings of that set are also the
+# AS-norm cohort (without PLDA, they are extracted for it alone).
 #   train_backend TAG TRAIN_DIR
 train_backend() {
   local tag=$1 train_dir
   train_dir=$(backend_dir "$2")
   run_jobs.sh "$exp/$tag/log/extract_${train_dir##*/}.log" \
     python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$train_dir"
+  has_backend plda || return 0
   # shellcheck disable=SC2086  # nnet_lda_dim is one number or nothing
   run_jobs.sh "$exp/$tag/log/train_plda.log" python -m deepspeaker.bin.train_plda \
     --vectors "$exp/$tag/${train_dir##*/}/embedding.scp" --config "$nnet_backend_conf" \
     ${nnet_lda_dim:+--lda-dim $nnet_lda_dim} "$exp/$tag" "$train_dir"
 }
-# Stages 8 and 9 for one experiment: embeddings of the eval set (and, for plda, of its
-# training set), the scores of every back end of --nnet-backends, RESULTS.md.
+with_asnorm() { [ "$asnorm_top_n" != 0 ]; }
+# The AS-norm options of a scorer whose cohort is the vectors SCP of data dir DATA, saved
+# as DIR/asnorm/METHOD.npz for the Python API and verify (score_embeddings, score_plda).
+#   asnorm_opts SCP DATA DIR METHOD
+asnorm_opts() {
+  echo --asnorm-cohort "$1" --asnorm-data "$2" --asnorm-top-n "$asnorm_top_n" \
+    --asnorm-save "$3/asnorm/$4.npz"
+}
+# Stages 8 and 9 for one experiment: embeddings of the eval set (and, for plda or AS-norm,
+# of its training set), the scores of every back end of --nnet-backends, and of the main
+# list after AS-norm (<method>_asnorm_trials, cohort: the training set's embeddings).
 embed_and_score() {
-  local tag=$1 t lists train_dir="" plda_lists=() enroll=()
+  local tag=$1 t lists train_dir="" bdir="" plda_lists=() enroll=()
   run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
     python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$eval_dir"
-  if has_backend plda; then
+  if has_backend plda || with_asnorm; then
     train_dir=$(python -m deepspeaker.bin.describe_system "$exp/$tag" --show train_set)
     if [ -n "$train_dir" ]; then
       train_backend "$tag" "$train_dir"
+      bdir=$(backend_dir "$train_dir")
     else  # a model of another corpus, as it is
-      log "$tag: no train_set in $exp/$tag/system.yaml, so no PLDA (cosine only)"
+      log "$tag: no train_set in $exp/$tag/system.yaml, so no PLDA and no AS-norm (cosine only)"
     fi
   fi
+  has_backend plda || train_dir=""
   lists=$(eval_trials)
   for t in $lists; do
     if has_backend cosine; then
@@ -115,6 +130,13 @@ embed_and_score() {
     fi
     plda_lists+=("$eval_dir/$t" "$exp/$tag/scores/plda_$t")
   done
+  if [ -n "$bdir" ] && with_asnorm && has_backend cosine; then
+    # shellcheck disable=SC2046  # asnorm_opts prints options and their values
+    run_jobs.sh "$exp/$tag/log/score_cosine_asnorm_trials.log" \
+      python -m deepspeaker.bin.score_embeddings $(asnorm_opts \
+      "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" cosine) "$eval_dir" \
+      "$eval_dir/trials" "$exp/$tag/scores/cosine_asnorm_trials" "$exp/$tag/$eval_set/embedding.scp"
+  fi
   if [ -n "$train_dir" ]; then
     # Every list in one run, as each start pays for the imports (k-utterance models as
     # ivector-plda-scoring --num-utts).
@@ -122,6 +144,13 @@ embed_and_score() {
     run_jobs.sh "$exp/$tag/log/score_plda.log" python -m deepspeaker.bin.score_plda \
       --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
       "${plda_lists[@]}"
+    if with_asnorm; then
+      # shellcheck disable=SC2046
+      run_jobs.sh "$exp/$tag/log/score_plda_asnorm.log" python -m deepspeaker.bin.score_plda \
+        $(asnorm_opts "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" plda) \
+        --vectors "$exp/$tag/$eval_set/embedding.scp" "$exp/$tag" "$eval_dir" \
+        "$eval_dir/trials" "$exp/$tag/scores/plda_asnorm_trials"
+    fi
   fi
   # shellcheck disable=SC2086  # one word per back end
   save_points "$exp/$tag" $nnet_backends
@@ -136,13 +165,16 @@ embed_and_score() {
 # goes on: the system and its metrics stand, RESULTS.md shows its points as not saved.
 #   save_points DIR METHOD...
 save_points() {
-  local dir=$1 m v
+  local dir=$1 m v settings
   shift
   for m in "$@"; do
     for v in "$m" "${m}_asnorm"; do
       [ -f "$dir/scores/${v}_trials" ] || continue
+      settings=()
+      [ "$v" = "$m" ] || settings=(--asnorm "top_n=$asnorm_top_n")
+      [ -f "$dir/asnorm/$m.npz" ] && [ "$v" != "$m" ] && settings+=(--asnorm "cohort=$dir/asnorm/$m.npz")
       run_jobs.sh "$dir/log/operating_points_$v.log" python -m deepspeaker.bin.save_operating_points \
-        --method "$v" --trials "$eval_dir/trials" "$dir" \
+        --method "$v" --trials "$eval_dir/trials" "${settings[@]}" "$dir" \
         || log "WARNING: $dir: no operating points for its $v scores (log: $dir/log/operating_points_$v.log)"
     done
   done
@@ -392,6 +424,13 @@ if in_stages 5; then
     pairs=() ; for t in $lists; do pairs+=("$eval_dir/$t" "$ivec/scores/${method}_$t"); done
     run_jobs.sh "$ivec/log/score_$method.log" python -m deepspeaker.bin.score_plda \
       --method "$method" "${enroll[@]}" "$ivec" "$eval_dir" "${pairs[@]}"
+    if with_asnorm; then
+      # The main list after AS-norm, the cohort: the training set's i-vectors.
+      # shellcheck disable=SC2046  # asnorm_opts prints options and their values
+      run_jobs.sh "$ivec/log/score_${method}_asnorm.log" python -m deepspeaker.bin.score_plda \
+        --method "$method" $(asnorm_opts "$ivec/$train_set/ivector.scp" "$data/$train_set" \
+        "$ivec" "$method") "$ivec" "$eval_dir" "$eval_dir/trials" "$ivec/scores/${method}_asnorm_trials"
+    fi
   done
   save_points "$ivec" plda cosine
   python -m deepspeaker.bin.describe_system "$ivec" --kind ivector --train-set "$data/$train_set"
@@ -417,6 +456,14 @@ if in_stages 10; then
     log "stage 10: fusion of ${fused[*]}"
     mkdir -p "$exp/fusion/scores"
     scps=() ; for tag in "${fused[@]}"; do scps+=("$exp/$tag/$eval_set/embedding.scp"); done
+    # The AS-norm cohort of the fusion: each member's training-set embeddings, fused.
+    cohort=() bdir=""
+    train_dir=$(python -m deepspeaker.bin.describe_system "$exp/${fused[0]}" --show train_set)
+    [ -n "$train_dir" ] && bdir=$(backend_dir "$train_dir")
+    for tag in "${fused[@]}"; do
+      [ -n "$bdir" ] && [ -f "$exp/$tag/${bdir##*/}/embedding.scp" ] || { cohort=(); break; }
+      cohort+=(--asnorm-cohort "$exp/$tag/${bdir##*/}/embedding.scp")
+    done
     lists=$(eval_trials)
     for t in $lists; do
       scores=() ; for tag in "${fused[@]}"; do scores+=("$exp/$tag/scores/cosine_$t"); done
@@ -426,7 +473,23 @@ if in_stages 10; then
       run_jobs.sh "$exp/fusion/log/score_$t.log" python -m deepspeaker.bin.fuse_scores \
         "$eval_dir/$t" "$exp/fusion/scores/score_$t" "${scores[@]}"
     done
-    save_points "$exp/fusion" score
+    if with_asnorm && [ "${#cohort[@]}" -gt 0 ]; then
+      # After AS-norm: the embedding fusion against the fused cohort, and the score fusion
+      # of the members' AS-normed scores.
+      run_jobs.sh "$exp/fusion/log/embedding_asnorm_trials.log" python -m deepspeaker.bin.score_embeddings \
+        "${cohort[@]}" --asnorm-data "$bdir" --asnorm-top-n "$asnorm_top_n" \
+        --asnorm-save "$exp/fusion/asnorm/embedding.npz" "$eval_dir" "$eval_dir/trials" \
+        "$exp/fusion/scores/embedding_asnorm_trials" "${scps[@]}"
+      scores=()
+      for tag in "${fused[@]}"; do
+        [ -f "$exp/$tag/scores/cosine_asnorm_trials" ] || { scores=(); break; }
+        scores+=("$exp/$tag/scores/cosine_asnorm_trials")
+      done
+      [ "${#scores[@]}" -eq 0 ] || run_jobs.sh "$exp/fusion/log/score_asnorm_trials.log" \
+        python -m deepspeaker.bin.fuse_scores "$eval_dir/trials" \
+        "$exp/fusion/scores/score_asnorm_trials" "${scores[@]}"
+    fi
+    save_points "$exp/fusion" embedding score
     python -m deepspeaker.bin.describe_system "$exp/fusion" --kind fusion --members "${fused[*]}"
   else
     log "stage 10: fewer than two $fusion_strategy models have embeddings; no fusion"

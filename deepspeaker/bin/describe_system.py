@@ -12,6 +12,11 @@ Fields: see :mod:`deepspeaker.scoring.experiment`.  A deepspeaker system without
 ``--no-augmentation`` marks the ablation twin trained without data augmentation.
 ``--show FIELD`` prints one field of an existing ``system.yaml`` (nothing when it is
 unset), for the shell stages: stage 9 trains a system's PLDA on its ``train_set``.
+
+A network or i-vector system also gets ``EXP_DIR/feature.yaml``: a copy of the stage-1
+config its training set was made with (of its ``--source``'s, for a model of another
+recipe), so that the experiment carries its front end when it is moved or shared
+(``deepspeaker.load`` reads it first).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..scoring.experiment import (KINDS, STRATEGIES, SYSTEM_FILE, SystemInfo, read_system_info,
-                                  write_system_info)
-from ..utils import ConfigError, dataclass_from_dict, load_yaml
+from ..scoring.experiment import (FEATURE_FILE, KINDS, STRATEGIES, SYSTEM_FILE, SystemInfo,
+                                  locate_feature_config, read_system_info, write_system_info)
+from ..utils import ConfigError, atomic_write, dataclass_from_dict, load_yaml
 from ._cli import run_main
 
 
@@ -68,7 +73,24 @@ def describe(args: argparse.Namespace) -> Path:
               "init": args.init, "members": args.members.split(),
               "augmented": False if args.no_augmentation else None}
     info = dataclass_from_dict(SystemInfo, values, where=f"{args.exp_dir}/system.yaml")
+    if info.kind in ("deepspeaker", "ivector"):
+        copy_feature_config(args.exp_dir, info)
     return write_system_info(args.exp_dir, info)
+
+
+def copy_feature_config(exp_dir: Path, info: SystemInfo) -> None:
+    """``exp_dir/feature.yaml`` from the config the system's features were made with."""
+    if info.source and not info.train_set:
+        source = Path(info.source)
+        src_info = read_system_info(source)
+        found, _ = locate_feature_config(source, src_info.train_set if src_info else None)
+    else:
+        (exp_dir / FEATURE_FILE).unlink(missing_ok=True)  # the training set's, not an old copy
+        found, _ = locate_feature_config(exp_dir, info.train_set)
+    if found is None or found == exp_dir / FEATURE_FILE:
+        return
+    with atomic_write(exp_dir / FEATURE_FILE) as f:
+        f.write(found.read_text())
 
 
 def main(argv=None) -> int:

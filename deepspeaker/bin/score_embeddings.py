@@ -12,7 +12,8 @@ utterances: their embeddings averaged and renormalised (paper T8).
 TRIALS is ``enroll test target|nontarget`` or Kaldi's unlabelled ``enroll test``.
 With ``--asnorm-cohort`` (the training set's embeddings, once per EMBEDDING_SCP) the
 scores written are AS-normalised (``deepspeaker.scoring.asnorm``): the cohort is one
-vector per speaker of ``--asnorm-data``'s utt2spk, fused like the trials' vectors.
+vector per speaker of ``--asnorm-data``'s utt2spk, fused like the trials' vectors;
+``--asnorm-save NPZ`` keeps that cohort for the Python API and ``deepspeaker verify``.
 
 A trial (or enrollment model) naming an id that is not an utterance of DATA is an
 error naming file and line, and nothing is written.  A trial whose utterances are in
@@ -25,6 +26,7 @@ Output: Kaldi's ``enroll test score``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -108,7 +110,10 @@ def main(argv=None) -> int:
                   if args.asnorm_cohort else None)
         run(args.data, args.trials, args.scores, args.embeddings, args.enroll2utt, cohort,
             args.asnorm_top_n)
-    return run_main(work, argv, outputs=[args.scores.parent])
+        if cohort is not None and args.asnorm_save is not None:
+            dataclasses.replace(cohort, top_n=args.asnorm_top_n).save(args.asnorm_save)
+    return run_main(work, argv, outputs=[args.scores.parent]
+                    + ([args.asnorm_save.parent] if args.asnorm_save else []))
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def get_parser() -> argparse.ArgumentParser:
 def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str,
         enroll2utt_path: Path | None, vectors: Path | None = None,
         cohort_inputs: tuple[dict, dict, Path] | None = None, top_n: int = DEFAULT_TOP_N,
-        cohort_level: str | None = None) -> None:
-    """Score one list; ``cohort_inputs``: (training vectors, their utt2spk, scp) for AS-norm."""
+        cohort_level: str | None = None):
+    """Score one list; ``cohort_inputs``: (training vectors, their utt2spk, scp) for AS-norm.
+
+    Returns the AS-norm cohort it built (in the back end's space), or None."""
     if vectors is None:
         load_exp_config(exp)
         models_dir, what = exp / "models", "i-vector"
@@ -115,10 +117,11 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
         scores = cosine_scores(e, np.stack([test[t.test] for t in kept]))
     else:
         scores = np.zeros(0)
+    cohort = None
     if cohort_inputs is not None:
         cohort = build_cohort(project(cohort_inputs[0]), cohort_inputs[1],
                               unit_length=method == "cosine", source=cohort_inputs[2],
-                              level=cohort_level or DEFAULT_LEVEL[method])
+                              level=cohort_level or DEFAULT_LEVEL[method], top_n=top_n)
         scores = _asnorm(method, models_dir, proj, enroll, test, kept, scores, models, cohort,
                          top_n)
         method = f"{method} + AS-norm (top {effective_top_n(top_n, len(cohort))} of a cohort " \
@@ -127,6 +130,7 @@ def run(exp: Path, data: Path, trials_path: Path, scores_path: Path, method: str
     write_scores(scores_path, kept, scores)
     write_skipped(scores_path, skipped, what)
     logger.info("%s: %d %s scores", scores_path, len(kept), method)
+    return cohort
 
 
 def _asnorm(method, models_dir, proj, enroll, test, kept, scores, models, cohort, top_n):
@@ -159,9 +163,12 @@ def main(argv=None) -> int:
             cohort_inputs = (vectors, utt2spk, args.asnorm_cohort)
         # One process for every list of a system: each start pays for the imports.
         for trials, scores in pairs:
-            run(args.exp, args.data, trials, scores, args.method, args.enroll2utt, args.vectors,
-                cohort_inputs, args.asnorm_top_n, args.asnorm_level)
-    return run_main(work, argv, outputs=sorted({s.parent for _, s in pairs}))
+            cohort = run(args.exp, args.data, trials, scores, args.method, args.enroll2utt,
+                         args.vectors, cohort_inputs, args.asnorm_top_n, args.asnorm_level)
+        if cohort is not None and args.asnorm_save is not None:
+            cohort.save(args.asnorm_save)
+    outputs = {s.parent for _, s in pairs} | ({args.asnorm_save.parent} if args.asnorm_save else set())
+    return run_main(work, argv, outputs=sorted(outputs))
 
 
 if __name__ == "__main__":

@@ -71,18 +71,23 @@ class Cohort:
     members: tuple[str, ...]
     vectors: np.ndarray  # (C, D) float64
     source: str = "cohort"  # named in messages
+    top_n: int | None = None  # the top-N the scores were normalised with, when saved
 
     def __len__(self) -> int:
         return len(self.members)
 
     def save(self, path) -> None:
-        """An ``.npz`` (members, vectors, source), atomically: a system can keep its cohort
-        beside its model instead of reading the training set's scp at every start."""
+        """An ``.npz`` (members, vectors, source, top_n), atomically: a system keeps its
+        cohort beside its model (``exp/<tag>/asnorm/<method>.npz``, in the space its
+        scorer compares vectors in), so ``verify`` normalises as the scorer did without
+        the training set's scp."""
         from ..utils import atomic_write
 
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as f:
             np.savez(f, members=np.array(self.members, dtype=str), vectors=self.vectors,
-                     source=np.array(self.source))
+                     source=np.array(self.source),
+                     top_n=np.array(-1 if self.top_n is None else self.top_n))
 
     @classmethod
     def load(cls, path) -> Cohort:
@@ -90,17 +95,19 @@ class Cohort:
         try:
             with np.load(path, allow_pickle=False) as z:
                 members, vectors, source = z["members"], z["vectors"], str(z["source"])
+                top_n = int(z["top_n"]) if "top_n" in z.files else -1
         except (OSError, KeyError, ValueError) as e:
             raise AsNormError(f"not an AS-norm cohort file ({e})", path=path) from None
         if vectors.ndim != 2 or len(members) != len(vectors) or len(members) < 2:
             raise AsNormError(f"not an AS-norm cohort file ({len(members)} members, vectors "
                               f"{vectors.shape})", path=path)
-        return cls(tuple(members.tolist()), vectors.astype(np.float64), source)
+        return cls(tuple(members.tolist()), vectors.astype(np.float64), source,
+                   top_n if top_n > 0 else None)
 
 
 def build_cohort(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str],
                  unit_length: bool = True, source: object = "cohort",
-                 level: str = "speaker") -> Cohort:
+                 level: str = "speaker", top_n: int | None = None) -> Cohort:
     """The cohort of the training speakers of ``utt2spk``.
 
     ``level="speaker"``: one vector per speaker.  With ``unit_length`` (cosine scoring)
@@ -112,7 +119,8 @@ def build_cohort(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str],
     vector are left out (a speaker with none is no cohort member); vectors of
     utterances ``utt2spk`` does not know are ignored with a warning, and if none is
     known the two do not belong together: an error.  Members are in sorted order, so
-    the cohort is the same whatever the order of the files.
+    the cohort is the same whatever the order of the files.  ``top_n`` is recorded
+    with it (what :meth:`Cohort.save` keeps for the scorers' users).
     """
     if level not in LEVELS:
         raise ValueError(f"cohort level must be one of {LEVELS}, got {level!r}")
@@ -139,13 +147,13 @@ def build_cohort(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str],
     if level == "utterance":
         members = sorted(u for utts in spk2utt.values() for u in utts)
         rows = np.stack([np.asarray(vectors[u], dtype=np.float64) for u in members])
-        return Cohort(tuple(members), unit(rows) if unit_length else rows, str(source))
+        return Cohort(tuple(members), unit(rows) if unit_length else rows, str(source), top_n)
     if unit_length:
         rows = [enroll_model(vectors, spk2utt[s]) for s in speakers]
     else:
         rows = [np.mean([np.asarray(vectors[u], dtype=np.float64) for u in spk2utt[s]], axis=0)
                 for s in speakers]
-    return Cohort(tuple(speakers), np.stack(rows), str(source))
+    return Cohort(tuple(speakers), np.stack(rows), str(source), top_n)
 
 
 def effective_top_n(top_n: int, cohort_size: int) -> int:
@@ -348,14 +356,19 @@ def add_asnorm_options(p, several: bool = False) -> None:
     g.add_argument("--asnorm-top-n", type=int, default=DEFAULT_TOP_N, metavar="N",
                    help=f"the N highest cohort scores of each side (default {DEFAULT_TOP_N}; "
                         "all if the cohort is smaller)")
+    g.add_argument("--asnorm-save", type=Path, metavar="NPZ",
+                   help="also save the cohort, in the scorer's space and with its top-N, "
+                        "where the Python API and deepspeaker verify find it "
+                        "(exp/<tag>/asnorm/<method>.npz)")
 
 
 def check_asnorm_options(parser, args, num_systems: int = 1) -> None:
     """Parser errors for AS-norm options that do not go together."""
     cohort = args.asnorm_cohort
     if cohort is None:
-        if args.asnorm_data is not None or args.asnorm_level is not None:
-            parser.error("--asnorm-data and --asnorm-level need --asnorm-cohort")
+        if args.asnorm_data is not None or args.asnorm_level is not None \
+                or args.asnorm_save is not None:
+            parser.error("--asnorm-data, --asnorm-level and --asnorm-save need --asnorm-cohort")
         return
     if args.asnorm_data is None:
         parser.error("--asnorm-cohort needs --asnorm-data (the cohort's data dir, for its utt2spk)")

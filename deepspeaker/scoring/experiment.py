@@ -89,6 +89,40 @@ def read_system_info(exp_dir: str | os.PathLike) -> SystemInfo | None:
     return dataclass_from_dict(SystemInfo, values, where=str(path))
 
 
+FEATURE_FILE = "feature.yaml"  # stage 1's config, copied beside a trained model
+_NOT_FEATURE_KEYS = ("nj",)  # saved beside the config by stage 1, not part of it
+
+
+def locate_feature_config(exp_dir: str | os.PathLike,
+                          train_set: str | None) -> tuple[Path | None, list[Path]]:
+    """(the stage-1 config a system in ``exp_dir`` was trained on, or None; where it looked).
+
+    In this order: ``exp_dir/feature.yaml``; the config stage 1 saved for the training
+    set, ``<recipe>/<train_set>/data/conf_<set>.yaml`` (the recipe is ``exp_dir/../..``);
+    for a set combined from others (no stage 1 of its own), the saved configs of the
+    recipe's sets, ``<recipe>/data/*/data/conf_*.yaml``, if they all agree (one recipe,
+    one front end).  Light (no torch): ``describe_system`` copies what it finds to
+    ``exp_dir/feature.yaml``, so a moved experiment carries its front end with it.
+    """
+    exp_dir = Path(exp_dir)
+    looked = [exp_dir / FEATURE_FILE]
+    if looked[0].is_file():
+        return looked[0], looked
+    recipe = exp_dir.resolve().parent.parent
+    if train_set:
+        saved = recipe / train_set / "data" / f"conf_{Path(train_set).name}.yaml"
+        looked.append(saved)
+        if saved.is_file():
+            return saved, looked
+    found = sorted(recipe.glob("data/*/data/conf_*.yaml"))
+    looked.append(recipe / "data/*/data/conf_*.yaml")
+    configs = [{k: v for k, v in (load_yaml(f) or {}).items() if k not in _NOT_FEATURE_KEYS}
+               for f in found]
+    if configs and all(c == configs[0] for c in configs):
+        return found[0], looked
+    return None, looked
+
+
 def _trial_order(name: str) -> tuple:
     if name == MAIN_TRIALS:
         return (0, 0, b"")
@@ -120,5 +154,6 @@ def enroll_count(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-__all__ = ["KINDS", "MAIN_TRIALS", "STRATEGIES", "SYSTEM_FILE", "SystemInfo", "enroll_count",
-           "read_system_info", "trial_lists", "write_system_info"]
+__all__ = ["FEATURE_FILE", "KINDS", "MAIN_TRIALS", "STRATEGIES", "SYSTEM_FILE", "SystemInfo",
+           "enroll_count", "locate_feature_config", "read_system_info", "trial_lists",
+           "write_system_info"]

@@ -70,8 +70,9 @@ DIR = "operating_points"
 THRESHOLDS = ("eer", "far_1pct", "far_0.1pct", "min_dcf")
 DEFAULT_THRESHOLD = "far_1pct"
 # The score-file prefixes (exp/<tag>/scores/<method>_<list>) that have operating points:
-# the back ends of a single system and the score fusion.
-METHODS = ("cosine", "plda", "score")
+# the back ends of a single system, the embedding fusion (what a fusion's verify scores
+# with) and the score fusion.
+METHODS = ("cosine", "plda", "embedding", "score")
 # The same scores after AS-norm (deepspeaker/scoring/asnorm.py) are <method>_asnorm_<list>;
 # their operating points are <method>_asnorm.yaml, with the AS-norm settings in ``asnorm``.
 ASNORM_SUFFIX = "_asnorm"

@@ -16,7 +16,9 @@ What ``load`` reads (``exp/<tag>/system.yaml`` says which kind it is):
 ===============  =================================================================
 
 Methods: ``plda`` where the system has a PLDA back end (the default there), else
-``cosine``.  Features are stage 1's fbank + VAD with the recipe's own config
+``cosine``; and ``<method>_asnorm`` where the scoring stage saved that method's AS-norm
+cohort (``exp/<tag>/asnorm/<method>.npz``): the same scores AS-normalised, decided with
+the operating points fitted on the normalised scores.  Features are stage 1's fbank + VAD with the recipe's own config
 (``system.features``); audio is read as stage 1 reads it (``system.audio``: files,
 ``(array, rate)``, resampling of higher rates, refusal of lower ones).
 
@@ -47,8 +49,8 @@ from ..scoring.operating_points import (DEFAULT_THRESHOLD, load_operating_points
                                         operating_points_path)
 from ..utils import ConfigError, DeepSpeakerError
 from .audio import Audio, AudioInputError, at_rate, audio_from_array, read_audio
-from .backends import (BackendScorer, CosineScorer, FusionEmbedder, IvectorEmbedder,
-                       NetworkEmbedder, has_backend)
+from .backends import (AsNormScorer, BackendScorer, CosineScorer, FusionEmbedder,
+                       IvectorEmbedder, NetworkEmbedder, cohort_path, has_backend)
 from .features import compute_features, find_feature_config
 from .store import SpeakerStore, StoreError
 
@@ -56,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 AudioLike = str | os.PathLike | tuple | Audio
 FUSION_METHOD = "embedding"
+ASNORM = "_asnorm"  # method suffix: the scores AS-normalised against the saved cohort
 EMBED_BLOCK = 32  # utterances embedded in one batch
 WRITER_STAGE = ("the end of evaluation (python -m deepspeaker.bin.save_operating_points, "
                 "run by the recipe's scoring stages)")
@@ -115,10 +118,13 @@ class Identification:
 
 
 def _method_choices(kind: str, exp_dir: Path) -> tuple[str, ...]:
+    """The methods of a system: its back ends, then each one's AS-norm where its cohort is saved."""
     if kind == "fusion":
-        return (FUSION_METHOD,)
-    models = exp_dir / ("models" if kind == "ivector" else "backend")
-    return ("plda", "cosine") if has_backend(models) else ("cosine",)
+        base: tuple[str, ...] = (FUSION_METHOD,)
+    else:
+        models = exp_dir / ("models" if kind == "ivector" else "backend")
+        base = ("plda", "cosine") if has_backend(models) else ("cosine",)
+    return base + tuple(f"{m}{ASNORM}" for m in base if cohort_path(exp_dir, m).is_file())
 
 
 class System:
@@ -129,12 +135,14 @@ class System:
     """
 
     def __init__(self, exp_dir: str | os.PathLike, method: str | None = None,
-                 device: str = "cpu", feature_config=None):
+                 device: str = "cpu", feature_config=None, asnorm: bool = False):
         self.exp_dir = Path(exp_dir)
         info = _read_info(self.exp_dir)
         self.kind = info.kind
         choices = _method_choices(self.kind, self.exp_dir)
         self.method = method or choices[0]
+        if asnorm and not self.method.endswith(ASNORM):
+            self.method += ASNORM
         if self.kind == "fusion" and self.method == "score":
             raise ConfigError(f"{self.exp_dir}: a score fusion z-normalises each member over all "
                               f"the scores of a trial list, which one trial does not have; "
@@ -145,11 +153,14 @@ class System:
         self.embedder, train_set = self._embedder(info, device)
         self.features, self.feature_source = self._feature_config(info, train_set, feature_config)
         self.sample_rate = self.features.fbank.sample_rate
-        if self.kind == "fusion" or (self.kind == "deepspeaker" and self.method == "cosine"):
+        base = self.method.removesuffix(ASNORM)
+        if self.kind == "fusion" or (self.kind == "deepspeaker" and base == "cosine"):
             self.scorer = CosineScorer()
         else:
             models = self.exp_dir / ("models" if self.kind == "ivector" else "backend")
-            self.scorer = BackendScorer(models, self.method)
+            self.scorer = BackendScorer(models, base)
+        if self.method.endswith(ASNORM):
+            self.scorer = AsNormScorer(self.scorer, cohort_path(self.exp_dir, base))
         self.system_id = self._system_id()
         self.speakers: dict[str, SpeakerModel] = {}
         self._store: SpeakerStore | None = None
@@ -349,9 +360,12 @@ def _read_info(exp_dir: Path):
 
 
 def load(exp_dir: str | os.PathLike, method: str | None = None, device: str = "cpu",
-         feature_config: str | os.PathLike | Mapping | None = None) -> System:
-    """The trained system of ``exp_dir`` (see the module docstring)."""
-    return System(exp_dir, method=method, device=device, feature_config=feature_config)
+         feature_config: str | os.PathLike | Mapping | None = None,
+         asnorm: bool = False) -> System:
+    """The trained system of ``exp_dir`` (see the module docstring); ``asnorm``: its
+    ``method`` (default: the system's default) with AS-norm, ``<method>_asnorm``."""
+    return System(exp_dir, method=method, device=device, feature_config=feature_config,
+                  asnorm=asnorm)
 
 
 __all__ = ["Identification", "SpeakerModel", "StoreError", "System", "Verification", "load"]

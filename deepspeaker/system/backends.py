@@ -23,6 +23,12 @@ vector as the recipe's scorers do:
   vectors with ``ivector-plda-scoring --num-utts`` semantics, method ``cosine`` the
   cosine between the mean and the test vector.
 
+:class:`AsNormScorer` wraps either for the methods ``<method>_asnorm``: the scores AS-
+normalised against the cohort the scoring stage saved (``exp/<tag>/asnorm/<method>.npz``,
+``--asnorm-save``), each side scored against it as ``deepspeaker.scoring.asnorm`` does
+for a trial list, so one ``verify`` gives the number the recipe's normalised score file
+has for that trial.
+
 A speaker model is ``(vector, k)``: what the enrolled-speaker store keeps.
 """
 
@@ -36,6 +42,8 @@ import numpy as np
 from ..features import prepare_features
 from ..ivector.lda import LdaTransform, length_normalize
 from ..ivector.plda import TwoCovPLDA, cosine_scores
+from ..scoring.asnorm import (DEFAULT_TOP_N, Cohort, asnorm_scores, cosine_cohort_scores,
+                              plda_score_matrix)
 from ..scoring.embedding import unit
 from ..utils import DeepSpeakerError
 
@@ -165,11 +173,56 @@ class BackendScorer:
         return self.plda.log_likelihood_ratio(np.broadcast_to(e, t.shape), t, count)
 
 
+ASNORM_DIR = "asnorm"
+
+
+def cohort_path(exp_dir: str | os.PathLike, method: str) -> Path:
+    """Where the scoring stage saves the AS-norm cohort of ``method``'s scores."""
+    return Path(exp_dir) / ASNORM_DIR / f"{method}.npz"
+
+
+class AsNormScorer:
+    """A scorer whose scores are AS-normalised against a saved cohort (its top-N with it)."""
+
+    def __init__(self, base, path: Path):
+        self.base = base
+        self.method = f"{base.method}_asnorm"
+        if not path.is_file():
+            raise DeepSpeakerError(f"{path} not found: the AS-norm cohort is saved by the scoring "
+                                   f"stage (--asnorm-save); rerun it, or use method {base.method!r}")
+        self.cohort = Cohort.load(path)
+        self.top_n = self.cohort.top_n or DEFAULT_TOP_N
+        self.files = list(base.files) + [path]
+        self.plda = getattr(base, "plda", None)
+        self._cohort_t = (self.plda.transform_ivectors(self.cohort.vectors, 1)
+                          if self.plda is not None else None)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        return self.base.project(vectors)
+
+    def model(self, projected: np.ndarray) -> np.ndarray:
+        return self.base.model(projected)
+
+    def score(self, model: np.ndarray, count: int, tests: np.ndarray) -> np.ndarray:
+        tests = np.atleast_2d(tests)
+        raw = self.base.score(model, count, tests)
+        if self.plda is None:
+            enroll_side = cosine_cohort_scores(model, self.cohort)[0]
+            test_side = cosine_cohort_scores(tests, self.cohort)
+        else:
+            counts = np.array([count], dtype=np.float64)
+            e = self.plda.transform_ivectors(np.asarray(model, np.float64)[None, :], counts)
+            enroll_side = plda_score_matrix(self.plda, e, self._cohort_t, counts)[0]
+            test_side = plda_score_matrix(self.plda, self._cohort_t,
+                                          self.plda.transform_ivectors(tests, 1), 1).T
+        return asnorm_scores(raw, enroll_side, test_side, self.top_n)
+
+
 def has_backend(models_dir: str | os.PathLike) -> bool:
     """Whether ``models_dir`` holds a trained LDA + PLDA back end."""
     d = Path(models_dir)
     return (d / "lda.npz").is_file() and (d / "plda.npz").is_file()
 
 
-__all__ = ["BackendScorer", "CosineScorer", "FusionEmbedder", "IvectorEmbedder",
-           "NetworkEmbedder", "has_backend"]
+__all__ = ["ASNORM_DIR", "AsNormScorer", "BackendScorer", "CosineScorer", "FusionEmbedder",
+           "IvectorEmbedder", "NetworkEmbedder", "cohort_path", "has_backend"]

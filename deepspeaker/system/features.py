@@ -28,12 +28,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..bin.compute_fbank_vad import FeatureConfig
+from ..scoring.experiment import FEATURE_FILE, locate_feature_config
 from ..features import compute_fbank_batch, compute_vad_energy
 from ..utils import ConfigError, DeepSpeakerError, load_yaml
 
 logger = logging.getLogger(__name__)
 
-FEATURE_FILE = "feature.yaml"
 _NOT_CONFIG = ("nj",)  # saved beside the config by stage 1, not part of it
 
 
@@ -53,25 +53,12 @@ def find_feature_config(exp_dir: Path, train_set: str | None,
         return _parse(given, "feature_config"), "feature_config"
     if given is not None:
         return _parse(load_yaml(given), str(given)), str(given)
-    looked = [exp_dir / FEATURE_FILE]
-    if looked[0].is_file():
-        return _parse(load_yaml(looked[0]), str(looked[0])), str(looked[0])
-    recipe = exp_dir.resolve().parent.parent
-    if train_set:
-        name = Path(train_set).name
-        saved = recipe / train_set / "data" / f"conf_{name}.yaml"
-        looked.append(saved)
-        if saved.is_file():
-            return _parse(load_yaml(saved), str(saved)), str(saved)
-    found = sorted(recipe.glob("data/*/data/conf_*.yaml"))
-    looked.append(recipe / "data/*/data/conf_*.yaml")
-    configs = {str(p): _parse(load_yaml(p), str(p)).to_dict() for p in found}
-    if configs and all(c == next(iter(configs.values())) for c in configs.values()):
-        first = str(found[0])
-        logger.info("feature config: %d saved stage-1 configs of %s agree; using %s",
-                    len(found), recipe, first)
-        return _parse(load_yaml(first), first), first
-    why = "they differ" if configs else "none found"
+    path, looked = locate_feature_config(exp_dir, train_set)
+    if path is not None:
+        logger.info("%s: feature config %s", exp_dir, path)
+        return _parse(load_yaml(path), str(path)), str(path)
+    found = list(exp_dir.resolve().parent.parent.glob("data/*/data/conf_*.yaml"))
+    why = "they differ" if found else "none found"
     raise ConfigError(f"{exp_dir}: no feature config for this system ({why}); looked for "
                       f"{', '.join(map(str, looked))}; pass feature_config= (the YAML given to "
                       f"stage 1, compute_fbank_vad --config)")
