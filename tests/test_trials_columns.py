@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepspeaker.bin import compute_metrics, score_embeddings, score_plda, train_plda
+from deepspeaker.bin import (compute_metrics, fuse_scores, score_embeddings, score_plda,
+                             train_plda)
 from deepspeaker.data.ark import write_ark_scp
 from deepspeaker.scoring.metrics import ScoringError
 from deepspeaker.scoring.trials import (make_trials, read_labelled_scores, read_scores,
@@ -65,6 +66,16 @@ def test_scorers_take_two_column_trials(scored, tmp_path):
         assert score_plda.main(["--vectors", str(root / "emb.scp"), str(exp), str(data),
                                 str(data / name), str(root / f"p_{name}")]) == 0
     assert read_scores(root / "p_trials2") == read_scores(root / "p_trials")
+
+
+def test_score_fusion_takes_two_column_trials(scored):
+    """Fusion z-normalises over all scores of a list: no labels needed, the same output."""
+    root, data, _ = scored
+    for name in ("trials", "trials2"):
+        assert fuse_scores.main([str(data / name), str(root / f"f_{name}"),
+                                 str(root / f"s_{name}"), str(root / f"s_{name}")]) == 0
+    assert (root / "f_trials2").read_text() == (root / "f_trials").read_text()
+    assert len(read_scores(root / "f_trials2")) == len(read_scores(root / "s_trials"))
 
 
 def test_compute_metrics_needs_labels_and_says_so(scored, capfd):

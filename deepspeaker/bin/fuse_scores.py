@@ -7,6 +7,7 @@ scores on TRIALS, then summed trial by trial.  A trial some system left out on
 purpose (its ``SCORES_i.skipped``) is left out of the fusion and listed in
 ``OUT.skipped``; any other trial without a score is an error naming it, and so is a
 score that is not a finite number (naming ``file:line``); nothing is written then.
+TRIALS may be labelled or Kaldi's unlabelled ``enroll test``: fusion needs no labels.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def run(trials_path: Path, out: Path, score_paths: list[Path]) -> None:
-    trials = read_trials(trials_path)
+    trials = read_trials(trials_path, need_labels=False)  # fusion needs no labels
     systems, skipped_by = [], {}
     for path in score_paths:
         skip = read_skipped(path)
