@@ -2,10 +2,11 @@
 ONNX files of both networks that agree with PyTorch, carry their feature settings, and
 refuse what cannot be exported with one message.
 
-The utterances are speech of the mini recipe's synthetic voices, through our fbank,
-energy VAD and per-utterance normalisation, as stage 8 feeds the network; the networks
-are tiny and untrained, with batch-norm statistics drawn at random so that every layer
-matters.
+The utterances are real speech (four librispeech-mini segments from ../shared beside
+the repository, as on CI; the mini recipe's synthetic voices where it is absent),
+through our fbank, energy VAD and per-utterance normalisation, as stage 8 feeds the
+network; the networks are tiny and untrained, with batch-norm statistics drawn at
+random so that every layer matters.
 """
 
 from __future__ import annotations
@@ -53,14 +54,28 @@ def _make_corpus_module():
     return sys.modules[name]
 
 
+REAL_SPEECH = ROOT.parent / "shared/data/librispeech-mini"
+
+
+def _audio(i: int, seconds: float) -> np.ndarray:
+    """Real speech (the i-th librispeech-mini speaker's first segment, its first
+    ``seconds``) where ../shared has it, as CI does; else a synthetic mini voice."""
+    if REAL_SPEECH.is_dir():
+        import soundfile as sf
+
+        first = sorted(sorted(REAL_SPEECH.glob("*/*.flac"))[::40])[i]
+        x, rate = sf.read(first, dtype="int16", frames=int(seconds * 16000))
+        assert rate == 16000
+        return x.astype(np.float32)
+    return _make_corpus_module().make_utterance_audio(7, "eval", i, 0, int(seconds * 16000))
+
+
 @pytest.fixture(scope="module")
 def utterances() -> list[np.ndarray]:
-    """Network inputs of four synthetic utterances (voiced frames, normalised)."""
-    mc = _make_corpus_module()
+    """Network inputs of four utterances of unequal lengths (voiced frames, normalised)."""
     out = []
     for i, sec in enumerate(SECONDS):
-        audio = mc.make_utterance_audio(7, "eval", i, 0, int(sec * 16000))
-        feats, energy = compute_fbank_and_energy(audio, 16000, **FBANK)
+        feats, energy = compute_fbank_and_energy(_audio(i, sec), 16000, **FBANK)
         out.append(prepare_features(feats, compute_vad_energy(energy, **VAD)))
     return out
 
