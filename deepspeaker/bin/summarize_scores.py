@@ -42,7 +42,10 @@ def summarize(exp: Path, trials_dir: Path, title: str | None = None) -> Path:
     names = trial_lists(trials_dir)
     if not names:
         raise DeepSpeakerError(f"{trials_dir}: no trials files")
-    score_files = sorted((exp / "scores").glob("*")) if (exp / "scores").is_dir() else []
+    # Each method's AS-normed scores (<method>_asnorm_<list>) in the row after its own.
+    score_files = sorted((exp / "scores").glob("*"),
+                         key=lambda f: f.name.replace("_asnorm_", "\x7f_")) \
+        if (exp / "scores").is_dir() else []
     for name in names:
         trials = read_trials(trials_dir / name)
         for sf in score_files:
