@@ -14,6 +14,7 @@ The official trial lists of the corpora (VoxCeleb's ``1 a.wav b.wav``, CN-Celeb'
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
@@ -174,6 +175,27 @@ def check_split_options(eval_fraction: float, dev_fraction: float, seed: int) ->
         raise DataPrepError(f"--seed must be >= 0, got {seed}")
 
 
+def split_prep_parser(doc: str, corpus_dir: str | os.PathLike, corpus_help: str,
+                      eval_fraction: float, dev_fraction: float, of: str
+                      ) -> argparse.ArgumentParser:
+    """The options of a prep that splits a corpus' speakers itself.
+
+    --corpus-dir, --data-dir, --eval-fraction, --dev-fraction and --seed, named as the
+    arguments of the preps' functions; ``of`` says whose share a fraction is ("each
+    sex's speakers"), for the help; the description is the first paragraph of ``doc``.
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--corpus-dir", default=str(corpus_dir), help=corpus_help)
+    p.add_argument("--data-dir", default="data", help="writes DATA_DIR/{train,dev,eval}")
+    p.add_argument("--eval-fraction", type=float, default=eval_fraction,
+                   help=f"share of {of} that goes to eval")
+    p.add_argument("--dev-fraction", type=float, default=dev_fraction,
+                   help=f"share of {of} that goes to dev (0: no dev set)")
+    p.add_argument("--seed", type=int, default=0, help="the split is a function of it")
+    return p
+
+
 # --------------------------------------------------------------------------- trial lists
 
 TRIAL_LABELS = {"1": "target", "0": "nontarget"}  # the official lists' labels -> Kaldi's
@@ -265,6 +287,7 @@ def kaldi_trials(path: Path, rows: Iterable[tuple[str, str, str, str, str]],
     return TrialList(path, "".join(lines), speakers, counts["target"], counts["nontarget"])
 
 
-__all__ = ["TRIAL_LABELS", "DataPrepError", "PreparedSet", "TrialList", "check_split_options",
+__all__ = ["TRIAL_LABELS", "DataPrepError", "PreparedSet", "TrialList",
+           "check_split_options",
            "kaldi_map_text", "kaldi_trials", "publish_sets", "read_durations", "read_list",
-           "round_half_up", "trial_kind"]
+           "round_half_up", "split_prep_parser", "trial_kind"]

@@ -48,7 +48,7 @@ from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
 from deepspeaker.data.prep import (DataPrepError, PreparedSet,  # noqa: E402
                                    check_split_options, kaldi_map_text, publish_sets,
-                                   read_durations, round_half_up)
+                                   read_durations, round_half_up, split_prep_parser)
 
 logger = logging.getLogger(__name__)
 
@@ -233,17 +233,8 @@ def prepare_librispeech_mini(corpus_dir: str | os.PathLike, data_dir: str | os.P
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--corpus-dir", default=str(DEFAULT_CORPUS_DIR),
-                   help="the librispeech-mini folder (read in place)")
-    p.add_argument("--data-dir", default="data", help="writes DATA_DIR/{train,dev,eval}")
-    p.add_argument("--eval-fraction", type=float, default=0.4,
-                   help="share of each sex's speakers that goes to eval")
-    p.add_argument("--dev-fraction", type=float, default=0.0,
-                   help="share of each sex's speakers that goes to dev (0: no dev set)")
-    p.add_argument("--seed", type=int, default=0, help="the split is a function of it")
-    return p
+    return split_prep_parser(__doc__, DEFAULT_CORPUS_DIR, "the librispeech-mini folder (read in "
+                             "place)", 0.4, 0.0, "each sex's speakers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,6 +64,7 @@ from deepspeaker.data.prep import (
     read_durations,
     read_list,
     round_half_up,
+    split_prep_parser,
 )
 
 logger = logging.getLogger(__name__)
@@ -340,25 +341,15 @@ def prepare_speechocean762(corpus_dir: str | os.PathLike, data_dir: str | os.Pat
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--corpus-dir", default=str(DEFAULT_CORPUS_DIR),
-                   help="the speechocean762 folder (read in place)")
-    p.add_argument("--data-dir", default="data", help="writes DATA_DIR/{train,dev,eval}")
-    p.add_argument("--eval-fraction", type=float, default=0.2,
-                   help="share of the train split's speakers that goes to eval, per stratum "
-                        "(unused when DIR/test exists)")
-    p.add_argument("--dev-fraction", type=float, default=0.08,
-                   help="share of the train split's speakers that goes to dev (0: no dev set)")
-    p.add_argument("--seed", type=int, default=0, help="the split is a function of it")
-    return p
+    # --eval-fraction is not used when DIR/test exists (the official test split is eval).
+    return split_prep_parser(__doc__, DEFAULT_CORPUS_DIR,
+                             "the speechocean762 folder (read in place)", 0.2, 0.08,
+                             "each age group x gender stratum of the train split")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    return run_main(lambda: prepare_speechocean762(args.corpus_dir, args.data_dir,
-                                                   args.eval_fraction, args.dev_fraction,
-                                                   args.seed), argv)
+    return run_main(lambda: prepare_speechocean762(**vars(args)), argv)
 
 
 if __name__ == "__main__":
