@@ -5,7 +5,8 @@ LibriSpeech (``<subset>/<spk>/<chapter>/*.flac`` and SPEAKERS.TXT), VoxCeleb1/2
 (``wav/<spk>/<youtube_id>/<nnnnn>.wav``, the dev/ + test/ split, VoxCeleb2's
 ``dev/aac/...`` m4a) with official-format trial lists, and CN-Celeb
 (``CN-Celeb_flac/{data,dev,eval}/...`` with its lists), with the ids and Kaldi trial
-lines the prep scripts must give for them.  tests/test_prep_*.py and
+lines the prep scripts must give for them; speechocean762 (``WAVE/SPEAKER<spk>/<utt>.flac``
+or ``.WAV`` and the Kaldi-style lists of ``train/`` and ``test/``).  tests/test_prep_*.py and
 tests/test_recipes_stage0.py import them from here.
 """
 
@@ -22,10 +23,11 @@ SR = 16000
 # ---------------------------------------------------------------- LibriSpeech
 
 def write_flac(path: Path, num_samples: int, seed: int) -> None:
-    """Noise, 16 kHz mono PCM_16 FLAC, as the corpora are."""
+    """Noise, 16 kHz mono PCM_16 FLAC (or WAV, by the suffix in any case), as the corpora are."""
     path.parent.mkdir(parents=True, exist_ok=True)
     audio = (np.random.default_rng(seed).standard_normal(num_samples) * 3000).astype(np.int16)
-    sf.write(str(path), audio, SR, subtype="PCM_16", format="FLAC")
+    fmt = "WAV" if path.suffix.lower() == ".wav" else "FLAC"
+    sf.write(str(path), audio, SR, subtype="PCM_16", format=fmt)
 
 
 def snapshot(data: Path) -> dict[str, str]:
@@ -236,3 +238,54 @@ def train_ids(tree: dict) -> list[str]:
 
 
 EVAL_IDS = sorted([f"{spk}-enroll" for spk in EVAL_SPK] + TEST_FILES)
+
+
+# ---------------------------------------------------------------- speechocean762
+
+# speaker -> (gender, age): 4 children, 2 teens and 4 adults of each gender.
+SO_TRAIN = {
+    "0011": ("f", 6), "0012": ("f", 8), "0013": ("f", 10), "0014": ("f", 12),
+    "0021": ("m", 5), "0022": ("m", 7), "0023": ("m", 9), "0024": ("m", 11),
+    "0031": ("f", 13), "0032": ("f", 17), "0041": ("m", 14), "0042": ("m", 16),
+    "0051": ("f", 18), "0052": ("f", 24), "0053": ("f", 31), "0054": ("f", 43),
+    "0061": ("m", 19), "0062": ("m", 22), "0063": ("m", 28), "0064": ("m", 37),
+}
+SO_TEST = {"0071": ("f", 9), "0072": ("m", 10), "0081": ("f", 27), "0082": ("m", 33)}
+SO_UTTS = 3  # per speaker
+SO_LISTS = ("wav.scp", "utt2spk", "spk2utt", "spk2gender", "spk2age", "text")
+
+
+def so_utt(spk: str, k: int) -> str:
+    """The corpus' own utterance id (speaker 0001's third: 000010002)."""
+    return f"{int(spk):05d}{k:04d}"
+
+
+def so_kaldi_ids(speakers: dict) -> list[str]:
+    """The ids the prep must write, ``<spk>-<utt>``, sorted."""
+    return sorted(f"{spk}-{so_utt(spk, k)}" for spk in speakers for k in range(SO_UTTS))
+
+
+def make_speechocean762(root: Path, suffix: str = ".flac", split: str = "train",
+                        speakers: dict | None = None, listed_suffix: str | None = None) -> Path:
+    """``root/WAVE/SPEAKER<spk>/<utt><suffix>`` and ``root/<split>/`` with the six lists.
+
+    As in the corpus: tab-separated wav.scp, spk2age, spk2gender and text, spk2age not
+    sorted.  ``listed_suffix``: the extension wav.scp names (default: ``suffix``).
+    """
+    speakers = SO_TRAIN if speakers is None else speakers
+    lines: dict[str, list[str]] = {name: [] for name in SO_LISTS}
+    for n, (spk, (gender, age)) in enumerate(speakers.items()):
+        utts = [so_utt(spk, k) for k in range(SO_UTTS)]
+        for k, utt in enumerate(utts):
+            write_flac(root / "WAVE" / f"SPEAKER{spk}" / f"{utt}{suffix}",
+                       4000 + 160 * k + 40 * n, 100 * n + k)
+            lines["wav.scp"].append(f"{utt}\tWAVE/SPEAKER{spk}/{utt}{listed_suffix or suffix}")
+            lines["utt2spk"].append(f"{utt} {spk}")
+            lines["text"].append(f"{utt}\tREAD  WORD {k} BY {spk}")
+        lines["spk2utt"].append(f"{spk} {' '.join(utts)}")
+        lines["spk2gender"].append(f"{spk}\t{gender}")
+        lines["spk2age"].insert(0, f"{spk}\t{age}")
+    (root / split).mkdir(parents=True)
+    for name, rows in lines.items():
+        (root / split / name).write_text("".join(f"{row}\n" for row in rows))
+    return root

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from deepspeaker.data import validate_data_dir
 from corpus_trees import (
     LS_ARGS, LS_SETS, LS_TREE, READERS, SPEAKERS_TXT_HEAD, ls_expected, make_librispeech,
     snapshot, speakers_txt_line, write_flac)
-from prep_checks import assert_failed
+from prep_checks import assert_failed, ok, table
+from prep_checks import run_prep as run
 from deepspeaker.data.kaldi_dir import sorted_ids
 from deepspeaker.data import prep
 from deepspeaker.data.prep import DataPrepError
@@ -41,25 +41,6 @@ KALDI_FILES = ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "spk2gender")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def run(script: Path, args: list, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(script), *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, r.stderr
-    return r
-
-
-def table(path: Path) -> dict[str, str]:
-    """``key value`` lines, asserting the keys are unique and sorted bytewise."""
-    lines = [line.split(" ", 1) for line in path.read_text().splitlines()]
-    keys = [k for k, _ in lines]
-    assert keys == sorted_ids(keys) and len(set(keys)) == len(keys), path
-    return dict(lines)
 
 
 def check_data_dir(d: Path) -> dict[str, dict[str, str]]:

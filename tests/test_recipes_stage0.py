@@ -1,4 +1,4 @@
-"""Stage 0 of egs/{librispeech,voxceleb,cnceleb}/run.sh on tiny fake corpus trees.
+"""Stage 0 of egs/{librispeech,voxceleb,cnceleb,speechocean762}/run.sh on tiny fake corpus trees.
 
 The trees are the data prep tests' ones (corpus_trees.py).  Each recipe runs as a
 user runs it (bash, its own options, LC_ALL=C) with --stage 0 --stop-stage 0: it
@@ -25,7 +25,7 @@ from deepspeaker.utils import load_yaml
 import corpus_trees as trees
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ("librispeech", "voxceleb", "cnceleb")
+RECIPES = ("librispeech", "voxceleb", "cnceleb", "speechocean762")
 SKIPPED = "stage 0: skipped"
 
 
@@ -129,6 +129,24 @@ def test_cnceleb(tmp_path):
     assert (data / "eval" / "trials_cnceleb").read_text().splitlines() == trees.TRIALS_KALDI
     assert not (data / "eval" / "trials").exists()
     check_rerun("cnceleb", tmp_path, args)
+
+
+def test_speechocean762(tmp_path):
+    corpus = trees.make_speechocean762(tmp_path / "speechocean762")
+    args = ["--corpus-dir", corpus, "--eval-fraction", "0.5", "--dev-fraction", "0.25"]
+    ok(run_recipe("speechocean762", tmp_path, *args))
+    data = tmp_path / "data"
+    assert sets_of(data) == ["dev", "eval", "train"]
+    utts = [u for name in ("train", "dev", "eval") for u in valid(data / name).utts]
+    assert sorted_ids(utts) == trees.so_kaldi_ids(trees.SO_TRAIN)
+    assert len(valid(data / "eval").spk2utt) == 10
+    check_rerun("speechocean762", tmp_path, args)
+    # --dev-fraction 0: another signature, no dev set, and the recipe asks for none.
+    args[-1] = "0"
+    r = ok(run_recipe("speechocean762", tmp_path, *args))
+    assert SKIPPED not in r.stderr
+    assert sets_of(data) == ["eval", "train"]
+    check_rerun("speechocean762", tmp_path, args)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -14,12 +14,17 @@ The official trial lists of the corpora (VoxCeleb's ``1 a.wav b.wav``, CN-Celeb'
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
+
+import soundfile as sf
 
 from ..utils import DeepSpeakerError
 from .kaldi_dir import DataDir, sorted_ids, spk2utt_from_utt2spk, validate_data_dir
@@ -124,17 +129,85 @@ def publish_sets(data_dir: str | os.PathLike, sets: Mapping[str, PreparedSet],
                     len(set(s.utt2spk.values())))
 
 
+# --------------------------------------------------------------------------- audio and splits
+
+def read_durations(paths: Mapping[str, str | os.PathLike], nj: int = 1) -> dict[str, float]:
+    """Duration in seconds of every audio file, from its header (no decoding).
+
+    Threads, because this is file-system latency, not CPU: the full LibriSpeech has
+    ~290,000 files.  The first unreadable or empty file stops the prep, naming it.
+    """
+    def one(item: tuple[str, str | os.PathLike]) -> tuple[str, float]:
+        utt, path = item
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+            raise DataPrepError(f"{path}: cannot read the audio header: {e}") from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise DataPrepError(f"{path}: no audio ({info.frames} samples)")
+        return utt, info.frames / info.samplerate
+
+    pool = ThreadPoolExecutor(max(nj, 1))
+    try:
+        return dict(pool.map(one, paths.items()))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def round_half_up(x: float) -> int:
+    """``x`` rounded half up.
+
+    Python's round() goes to even (round(2.5) == 2), which makes counts jump oddly as
+    a fraction changes; half up is what a reader of "40 %" expects.
+    """
+    return math.floor(x + 0.5)
+
+
+def check_split_options(eval_fraction: float, dev_fraction: float, seed: int) -> None:
+    """The options of a seeded speaker split, or DataPrepError naming the one that is wrong."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise DataPrepError(f"--eval-fraction must be in (0, 1), got {eval_fraction}")
+    if not 0.0 <= dev_fraction < 1.0 or eval_fraction + dev_fraction >= 1.0:
+        raise DataPrepError(f"--dev-fraction must be >= 0 and leave speakers to train "
+                            f"(eval + dev < 1), got {dev_fraction} with --eval-fraction "
+                            f"{eval_fraction}")
+    if seed < 0:
+        raise DataPrepError(f"--seed must be >= 0, got {seed}")
+
+
+def split_prep_parser(doc: str, corpus_dir: str | os.PathLike, corpus_help: str,
+                      eval_fraction: float, dev_fraction: float, of: str
+                      ) -> argparse.ArgumentParser:
+    """The options of a prep that splits a corpus' speakers itself.
+
+    --corpus-dir, --data-dir, --eval-fraction, --dev-fraction and --seed, named as the
+    arguments of the preps' functions; ``of`` says whose share a fraction is ("each
+    sex's speakers"), for the help; the description is the first paragraph of ``doc``.
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--corpus-dir", default=str(corpus_dir), help=corpus_help)
+    p.add_argument("--data-dir", default="data", help="writes DATA_DIR/{train,dev,eval}")
+    p.add_argument("--eval-fraction", type=float, default=eval_fraction,
+                   help=f"share of {of} that goes to eval")
+    p.add_argument("--dev-fraction", type=float, default=dev_fraction,
+                   help=f"share of {of} that goes to dev (0: no dev set)")
+    p.add_argument("--seed", type=int, default=0, help="the split is a function of it")
+    return p
+
+
 # --------------------------------------------------------------------------- trial lists
 
 TRIAL_LABELS = {"1": "target", "0": "nontarget"}  # the official lists' labels -> Kaldi's
 
 
-def read_list(path: Path, num_fields: int, form: str, *, hint: str = ""
-              ) -> Iterator[tuple[str, list[str]]]:
+def read_list(path: Path, num_fields: int, form: str, *, hint: str = "",
+              at_least: bool = False) -> Iterator[tuple[str, list[str]]]:
     """``("file:line", fields)`` of each non-blank line of a corpus list.
 
     A missing list or a line with another number of fields than ``form`` raises
     DataPrepError naming the file (and line); ``hint`` says where the list comes from.
+    ``at_least``: ``num_fields`` is the least a line may have (``spk2utt``, ``text``).
     """
     if not path.is_file():
         raise DataPrepError(f"{path}: list not found" + (f" ({hint})" if hint else ""))
@@ -142,8 +215,9 @@ def read_list(path: Path, num_fields: int, form: str, *, hint: str = ""
         fields = ln.fields()
         if not fields:
             continue
-        if len(fields) != num_fields:
-            raise DataPrepError(f"{path}:{ln.lineno}: expected {num_fields} field(s) "
+        if len(fields) < num_fields if at_least else len(fields) != num_fields:
+            raise DataPrepError(f"{path}:{ln.lineno}: expected {num_fields}"
+                                f"{' or more' if at_least else ''} field(s) "
                                 f"'{form}', found {len(fields)}: {ln.text.rstrip()!r}")
         yield f"{path}:{ln.lineno}", fields
 
@@ -213,5 +287,7 @@ def kaldi_trials(path: Path, rows: Iterable[tuple[str, str, str, str, str]],
     return TrialList(path, "".join(lines), speakers, counts["target"], counts["nontarget"])
 
 
-__all__ = ["DataPrepError", "PreparedSet", "TRIAL_LABELS", "TrialList", "kaldi_map_text",
-           "kaldi_trials", "publish_sets", "read_list", "trial_kind"]
+__all__ = ["TRIAL_LABELS", "DataPrepError", "PreparedSet", "TrialList",
+           "check_split_options",
+           "kaldi_map_text", "kaldi_trials", "publish_sets", "read_durations", "read_list",
+           "round_half_up", "split_prep_parser", "trial_kind"]

@@ -35,12 +35,9 @@ import logging
 import os
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
-
-import soundfile as sf
 
 if __package__ in (None, ""):  # run as a script without path.sh: find the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -48,7 +45,7 @@ if __package__ in (None, ""):  # run as a script without path.sh: find the packa
 from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
 from deepspeaker.data.prep import (DataPrepError, PreparedSet, kaldi_map_text,  # noqa: E402
-                                   publish_sets)
+                                   publish_sets, read_durations)
 
 logger = logging.getLogger(__name__)
 
@@ -168,29 +165,6 @@ def scan_subset(subset_dir: Path) -> dict[str, Path]:
     if not utts:
         raise DataPrepError(f"{subset_dir}: subset folder has no speaker folder")
     return utts
-
-
-def read_durations(paths: Mapping[str, str], nj: int) -> dict[str, float]:
-    """Duration in seconds of every flac, from its header (no decoding).
-
-    Threads, because this is file-system latency, not CPU: the full corpus has
-    ~290,000 files.  The first unreadable or empty file stops the prep, naming it.
-    """
-    def one(item: tuple[str, str]) -> tuple[str, float]:
-        utt, path = item
-        try:
-            info = sf.info(path)
-        except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-            raise DataPrepError(f"{path}: cannot read the audio header: {e}") from None
-        if info.frames <= 0 or info.samplerate <= 0:
-            raise DataPrepError(f"{path}: no audio ({info.frames} samples)")
-        return utt, info.frames / info.samplerate
-
-    pool = ThreadPoolExecutor(max(nj, 1))
-    try:
-        return dict(pool.map(one, paths.items()))
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 def _summary(name: str, s: LibriSpeechSet) -> str:

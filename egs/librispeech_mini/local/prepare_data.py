@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import re
 import sys
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[3]
 if __package__ in (None, ""):  # run as a script without path.sh: find the package
@@ -48,8 +46,9 @@ if __package__ in (None, ""):  # run as a script without path.sh: find the packa
 
 from deepspeaker.bin._cli import run_main  # noqa: E402
 from deepspeaker.data.kaldi_dir import sorted_ids  # noqa: E402
-from deepspeaker.data.prep import (DataPrepError, PreparedSet, kaldi_map_text,  # noqa: E402
-                                   publish_sets)
+from deepspeaker.data.prep import (DataPrepError, PreparedSet,  # noqa: E402
+                                   check_split_options, kaldi_map_text, publish_sets,
+                                   read_durations, round_half_up, split_prep_parser)
 
 logger = logging.getLogger(__name__)
 
@@ -151,26 +150,6 @@ def scan_corpus(corpus_dir: Path, speakers: Mapping[str, Speaker], speakers_tsv:
     return utts
 
 
-def read_durations(paths: Mapping[str, Path]) -> dict[str, float]:
-    """Duration in seconds of every flac, from its header (no decoding)."""
-    out = {}
-    for utt, path in paths.items():
-        try:
-            info = sf.info(str(path))
-        except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-            raise DataPrepError(f"{path}: cannot read the audio header: {e}") from None
-        if info.frames <= 0 or info.samplerate <= 0:
-            raise DataPrepError(f"{path}: no audio ({info.frames} samples)")
-        out[utt] = info.frames / info.samplerate
-    return out
-
-
-def _round_half_up(x: float) -> int:
-    # Python's round() goes to even (round(2.5) == 2), which makes counts jump oddly
-    # as a fraction changes; half up is what a reader of "40 %" expects.
-    return int(math.floor(x + 0.5))
-
-
 def split_speakers(speakers: Mapping[str, Speaker], segments: Mapping[str, int],
                    eval_fraction: float, dev_fraction: float, seed: int) -> dict[str, str]:
     """Speaker -> set name, stratified by sex.
@@ -188,7 +167,7 @@ def split_speakers(speakers: Mapping[str, Speaker], segments: Mapping[str, int],
         order = [eligible[i] for i in np.random.default_rng([seed, k]).permutation(len(eligible))]
         start = 0
         for name, fraction in (("eval", eval_fraction), ("dev", dev_fraction)):
-            want = _round_half_up(fraction * len(group))
+            want = round_half_up(fraction * len(group))
             take = order[start:start + want]
             if len(take) < want:
                 logger.warning("%s: wanted %d %s speakers, only %d with >= 2 segments left",
@@ -203,14 +182,7 @@ def prepare_librispeech_mini(corpus_dir: str | os.PathLike, data_dir: str | os.P
                              eval_fraction: float = 0.4, dev_fraction: float = 0.0,
                              seed: int = 0) -> dict[str, PreparedSet]:
     """Scan, check, split and write the data dirs; returns the sets written."""
-    if not 0.0 < eval_fraction < 1.0:
-        raise DataPrepError(f"--eval-fraction must be in (0, 1), got {eval_fraction}")
-    if not 0.0 <= dev_fraction < 1.0 or eval_fraction + dev_fraction >= 1.0:
-        raise DataPrepError(f"--dev-fraction must be >= 0 and leave speakers to train "
-                            f"(eval + dev < 1), got {dev_fraction} with --eval-fraction "
-                            f"{eval_fraction}")
-    if seed < 0:
-        raise DataPrepError(f"--seed must be >= 0, got {seed}")
+    check_split_options(eval_fraction, dev_fraction, seed)
     # wav.scp holds absolute paths (the data dir is read from anywhere); abspath
     # also removes the '..' of the default and of a relative --corpus-dir.
     corpus_dir = Path(os.path.abspath(corpus_dir))
@@ -261,17 +233,8 @@ def prepare_librispeech_mini(corpus_dir: str | os.PathLike, data_dir: str | os.P
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--corpus-dir", default=str(DEFAULT_CORPUS_DIR),
-                   help="the librispeech-mini folder (read in place)")
-    p.add_argument("--data-dir", default="data", help="writes DATA_DIR/{train,dev,eval}")
-    p.add_argument("--eval-fraction", type=float, default=0.4,
-                   help="share of each sex's speakers that goes to eval")
-    p.add_argument("--dev-fraction", type=float, default=0.0,
-                   help="share of each sex's speakers that goes to dev (0: no dev set)")
-    p.add_argument("--seed", type=int, default=0, help="the split is a function of it")
-    return p
+    return split_prep_parser(__doc__, DEFAULT_CORPUS_DIR, "the librispeech-mini folder (read in "
+                             "place)", 0.4, 0.0, "each sex's speakers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
