@@ -226,12 +226,17 @@ def test_stages_8_9_score_every_list_with_cosine_and_plda(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for tag in ("gru_softmax", "gru_softmax_noaug"):
         scores = sorted(p.name for p in (exp / tag / "scores").iterdir())
-        assert scores == ["cosine_trials", "cosine_trials_enroll2", "plda_trials",
-                          "plda_trials_enroll2"], tag
+        # The main list also after AS-norm (cohort: the training set's 6 speakers / 24
+        # utterances), every other list as it is.
+        assert scores == ["cosine_asnorm_trials", "cosine_trials", "cosine_trials_enroll2",
+                          "plda_asnorm_trials", "plda_trials", "plda_trials_enroll2"], tag
+        assert sorted(p.name for p in (exp / tag / "asnorm").iterdir()) == ["cosine.npz",
+                                                                             "plda.npz"]
         assert (exp / tag / "train/embedding.scp").is_file()
         assert LdaTransform.load(exp / tag / "backend/lda.npz").output_dim == 4
         rows = [line.split("|")[1].strip() for line in (exp / tag / "RESULTS.md").read_text()
                 .splitlines() if line.startswith("| ") and "system" not in line]
-        assert sorted(rows) == ["cosine", "cosine", "plda", "plda"]
+        assert sorted(rows) == ["cosine", "cosine", "cosine_asnorm", "plda", "plda",
+                                "plda_asnorm"]
         n = len((data / "eval/trials").read_text().splitlines())
         assert len((exp / tag / "scores/plda_trials").read_text().splitlines()) == n

@@ -34,9 +34,10 @@ if in_stages 0; then
 fi
 
 . ../../utils/stages.sh
-# Results with augmentation (conf/augment_quick.yaml) and PLDA, AMD EPYC, 2026-12-02
-# (README): GRU softmax + triplet 5.80% cosine / 4.68% PLDA (no augmentation 7.38 /
-# 6.68%); ResCNN 13.65 / 13.58% (no augmentation 13.29 / 14.43%).
+# Results with augmentation (conf/augment_quick.yaml) and PLDA, AMD EPYC (Zen 3),
+# 2026-12-02 (README): GRU softmax + triplet 5.95% cosine / 4.74% PLDA (no augmentation
+# 7.97 / 6.85%); ResCNN 19.05 / 19.03% (no augmentation 12.93 / 13.79%); i-vector 3.37%.
+# On the previous session's EPYC the same code gave GRU 5.80 / 4.68%, ResCNN 13.65 / 13.58%.
 # Without augmentation (--augment-conf ""), seed 0, eval `trials` (1,900 anchors x (1 + 99)), EER / ACC, on the earlier
 # development machine (they depend on the CPU: see README); all in exp/RESULTS.md:
 #   stage 2  MFCC-stats cosine                        21.55% / 36.53%
