@@ -123,3 +123,24 @@ def test_train_state_round_trips_through_a_weights_only_file(tmp_path):
 def test_finished_says_why_training_is_over(over, status):
     config = train_config_from_dict(base_config(**{"epochs": 3, **over}))
     assert TrainState(epoch=2, bad_epochs=1).finished(config) == status
+
+
+def test_ctrl_c_between_two_writes_of_a_checkpoint_is_the_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C that lands in torch's writer outside our file's code comes out of torch as
+    its own RuntimeError ('unexpected pos'); it must stay the KeyboardInterrupt it is (a
+    one-line "interrupted" and a rerun that resumes), with no file and no temp left."""
+    import torch
+
+    from deepspeaker.nnet.checkpoint import save_checkpoint
+
+    def interrupted_save(obj, f):
+        f.write(b"PK")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "last.pt", {"x": 1})
+    assert list(tmp_path.iterdir()) == []

@@ -172,12 +172,25 @@ def save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
         out = _RecordingFile(f)
         try:
             torch.save(dict(checkpoint), out)
-        except BaseException:
+        except BaseException as e:
             # torch's writer may wrap what the file raised (a full disk, Ctrl-C) in its own
-            # RuntimeError; what the file raised is the error.
-            if out.error is not None:
-                raise out.error from None
+            # RuntimeError; what the file raised is the error.  Ctrl-C can also land between
+            # two writes, outside the file's code: then torch's error has it as its context.
+            cause = out.error if out.error is not None else _interrupt_behind(e)
+            if cause is not None:
+                raise cause from None
             raise
+
+
+def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's) that ``e`` was raised while handling."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__context__
+    return None
 
 
 class _RecordingFile:
