@@ -18,7 +18,8 @@ What ``load`` reads (``exp/<tag>/system.yaml`` says which kind it is):
 Methods: ``plda`` where the system has a PLDA back end (the default there), else
 ``cosine``; and ``<method>_asnorm`` where the scoring stage saved that method's AS-norm
 cohort (``exp/<tag>/asnorm/<method>.npz``): the same scores AS-normalised, decided with
-the operating points fitted on the normalised scores.  Features are stage 1's fbank + VAD with the recipe's own config
+the operating points fitted on the normalised scores.  Features are stage 1's fbank +
+VAD with the recipe's own config
 (``system.features``); audio is read as stage 1 reads it (``system.audio``: files,
 ``(array, rate)``, resampling of higher rates, refusal of lower ones).
 
@@ -45,8 +46,8 @@ import numpy as np
 
 from ..marker import file_digest
 from ..scoring.experiment import SYSTEM_FILE, read_system_info
-from ..scoring.operating_points import (DEFAULT_THRESHOLD, load_operating_points,
-                                        operating_points_path)
+from ..scoring.operating_points import (ASNORM_SUFFIX, DEFAULT_THRESHOLD,
+                                        load_operating_points, operating_points_path)
 from ..utils import ConfigError, DeepSpeakerError
 from .audio import Audio, AudioInputError, at_rate, audio_from_array, read_audio
 from .backends import (AsNormScorer, BackendScorer, CosineScorer, FusionEmbedder,
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 AudioLike = str | os.PathLike | tuple | Audio
 FUSION_METHOD = "embedding"
-ASNORM = "_asnorm"  # method suffix: the scores AS-normalised against the saved cohort
+ASNORM = ASNORM_SUFFIX  # method suffix: the scores AS-normalised against the saved cohort
 EMBED_BLOCK = 32  # utterances embedded in one batch
 WRITER_STAGE = ("the end of evaluation (python -m deepspeaker.bin.save_operating_points, "
                 "run by the recipe's scoring stages)")

@@ -45,6 +45,7 @@ from ..ivector.plda import TwoCovPLDA, cosine_scores
 from ..scoring.asnorm import (DEFAULT_TOP_N, Cohort, asnorm_scores, cosine_cohort_scores,
                               plda_score_matrix)
 from ..scoring.embedding import unit
+from ..scoring.operating_points import ASNORM_SUFFIX
 from ..utils import DeepSpeakerError
 
 
@@ -186,7 +187,7 @@ class AsNormScorer:
 
     def __init__(self, base, path: Path):
         self.base = base
-        self.method = f"{base.method}_asnorm"
+        self.method = base.method + ASNORM_SUFFIX
         if not path.is_file():
             raise DeepSpeakerError(f"{path} not found: the AS-norm cohort is saved by the scoring "
                                    f"stage (--asnorm-save); rerun it, or use method {base.method!r}")
