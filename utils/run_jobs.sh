@@ -8,6 +8,10 @@
 #                      (SPLIT=1:4 replaces SPLIT).
 #   --nj N             the same as JOB=1:N (not together with a range).
 #   --max-jobs-run M   at most M jobs at once (default: all of them).
+#   --gpu N, --mem M, --num-threads N, --time T
+#                      what a cluster runner (utils/slurm_jobs.sh) asks its scheduler
+#                      for; accepted and ignored here (as Kaldi's run.pl), so that one
+#                      recipe line works with either runner (the recipes' --cmd).
 #   Options and the range may come in any order, before LOG. Without a range
 #   there is one job and nothing is replaced.
 #
@@ -36,6 +40,7 @@ usage="Usage: $prog [--max-jobs-run M] [--nj N] [JOB=A:B] LOG CMD [ARGS...]
   JOB=A:B           run jobs A..B; JOB in LOG and ARGS becomes the job index
   --nj N            same as JOB=1:N
   --max-jobs-run M  at most M jobs at once (default: all)
+  --gpu N, --mem M, --num-threads N, --time T: for cluster runners; ignored here
   The command (CMD ARGS joined with spaces) runs under bash -o pipefail -c;
   each job logs to LOG. Exit 1 if any job fails, printing the failed log's tail."
 
@@ -70,6 +75,15 @@ while [[ $# -gt 0 ]]; do
     -h|--help)
       echo "$usage" >&2
       exit 0
+      ;;
+    --gpu|--mem|--num-threads|--time)
+      [[ $# -ge 2 ]] || usage_error "option $1 needs a value"
+      shift 2
+      continue
+      ;;
+    --gpu=*|--mem=*|--num-threads=*|--time=*)
+      shift
+      continue
       ;;
     --max-jobs-run|--nj)
       [[ $# -ge 2 ]] || usage_error "option $1 needs a value"

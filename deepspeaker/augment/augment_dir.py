@@ -297,12 +297,18 @@ def planned_copies(utt: str, cfg: AugmentConfig, seed: int) -> list[tuple]:
 
 
 def augment_utts(data: DataDir, utts: list[str], out: Path, cfg: AugmentConfig,
-                 sources: dict[str, SourceAudio], seed: int) -> tuple[list[dict], list[dict]]:
-    """Write every copy of ``utts``; ``(done records, failed records)``."""
+                 sources: dict[str, SourceAudio], seed: int, progress=None
+                 ) -> tuple[list[dict], list[dict]]:
+    """Write every copy of ``utts``; ``(done records, failed records)``.
+
+    ``progress`` (a :class:`deepspeaker.jobs.JobProgress`) counts the source utterances.
+    """
     done: list[dict] = []
     failed: list[dict] = []
     sr = cfg.sample_rate
     for utt, x, err in iter_audio(data, utts, sample_rate=sr):
+        if progress is not None:
+            progress.add()
         spk = data.utt2spk[utt]
         planned = planned_copies(utt, cfg, seed)
         if err is not None:

@@ -50,7 +50,7 @@ from ..augment.config import (
 )
 from ..data import DataDir, require_valid_data_dir
 from ..data.combine import combine_data_dirs
-from ..jobs import prepare_outputs, run_jobs
+from ..jobs import JobProgress, JobWatch, prepare_outputs, run_jobs
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, save_yaml
 from ._cli import run_main
@@ -99,7 +99,9 @@ def run_job(data_dir: Path, out: Path, cfg: AugmentConfig, sources: Path | None,
     utts = [list(p) for p in np.array_split(np.array(d.utts, dtype=object), nj)][job - 1]
     logger.info("job %d/%d: %d utterances of %s", job, nj, len(utts), data_dir)
     srcs = load_sources(sources, cfg, cfg.kinds, d)
-    done, failed = augment_utts(d, utts, out.resolve(), cfg, srcs, seed)
+    progress = JobProgress(len(utts))
+    done, failed = augment_utts(d, utts, out.resolve(), cfg, srcs, seed, progress)
+    progress.finish()
     write_records(work / f"copies.{job}.jsonl", done, failed)
     with atomic_write(done_path) as f:
         f.write(f"{len(done)} ok {len(failed)} failed\n")
@@ -194,7 +196,10 @@ def _run_jobs(data_dir: Path, out: Path, log_dir: Path, cfg: AugmentConfig,
     cmd += [str(data_dir.resolve()), str(out.resolve())]
     # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
     full = [f"JOB=1:{nj}", str(log_dir / "augment.JOB.log")] + [shlex.quote(c) for c in cmd]
-    if run_jobs(full) != 0:
+    watch = JobWatch.of_jobs(log_dir / "augment.JOB.log", nj, todo,
+                             len(DataDir.load(data_dir).utts),
+                             f"augmenting {data_dir.resolve().name}")
+    if run_jobs(full, watch) != 0:
         raise DeepSpeakerError(f"{data_dir}: augmentation jobs failed (see {log_dir}); rerun "
                                f"the same command to redo only the unfinished jobs")
 

@@ -52,7 +52,7 @@ import numpy as np
 from ..data.ark import ArkWriter, load_scp_table
 from ..data import DataDir, iter_audio, read_kaldi_map, require_valid_data_dir, write_kaldi_map
 from ..features import FbankOptions, VadOptions, compute_fbank_batch, compute_vad_energy
-from ..jobs import prepare_outputs, run_jobs
+from ..jobs import JobProgress, JobWatch, prepare_outputs, run_jobs
 from ..marker import Marker, signature
 from ..utils import DeepSpeakerError, atomic_write, dataclass_from_dict, load_yaml, save_yaml
 from ._cli import run_main
@@ -156,6 +156,7 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
     num_frames: dict[str, str] = {}
     failed: dict[str, str] = {}
     seconds = 0.0
+    progress = JobProgress(len(utts))
     try:
         batch: list[tuple[str, np.ndarray]] = []
 
@@ -183,6 +184,7 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
                 vad_w.write(utt, vad.astype(np.float32, copy=False))
                 num_frames[utt] = str(fbank.shape[0])
                 seconds += len(samples) / cfg.fbank.sample_rate
+            progress.add(len(batch))
             batch.clear()
 
         for utt, samples, err in iter_audio(d, utts, sample_rate=cfg.fbank.sample_rate,
@@ -190,11 +192,13 @@ def run_job(data_dir: Path, feat_dir: Path, cfg: FeatureConfig, nj: int, job: in
             if err is not None:
                 failed[utt] = str(err).replace("\n", " ")
                 logger.error("%s", err)
+                progress.add()
                 continue
             batch.append((utt, samples))
             if len(batch) >= batch_size:
                 flush()
         flush()
+        progress.finish()
         feats_w.commit()
         vad_w.commit()
     except BaseException:
@@ -252,14 +256,15 @@ def compute_fbank_vad(data_dir: Path, log_dir: Path | None = None, feat_dir: Pat
     clean_vads(d, vad_from)  # a missing clean vad.scp or utt2uniq fails before any job
     nj = max(1, min(nj, len(d.utts)))
     feat_dir.mkdir(parents=True, exist_ok=True)
-    _run_jobs(data_dir, log_dir, feat_dir, cfg, sig, nj, batch_size, vad_from)
+    _run_jobs(data_dir, log_dir, feat_dir, cfg, sig, nj, batch_size, vad_from, len(d.utts))
     result = _merge(data_dir, feat_dir, d.utts, nj, max_failed_fraction)
     marker.write(sig)
     return result
 
 
 def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig, sig: dict,
-              nj: int, batch_size: int, vad_from: Path | None = None) -> None:
+              nj: int, batch_size: int, vad_from: Path | None = None, num_utts: int = 0
+              ) -> None:
     """Run the jobs that have not finished under this signature and ``nj``.
 
     First the output dirs are checked writable (the data dir, the feature and log
@@ -294,8 +299,10 @@ def _run_jobs(data_dir: Path, log_dir: Path, feat_dir: Path, cfg: FeatureConfig,
         cmd += ["--vad-from", str(vad_from.resolve())]
     cmd += [str(data_dir.resolve()), str(log_dir.resolve()), str(feat_dir)]
     # run_jobs.sh joins its arguments and runs them with bash (as run.pl): quote them.
+    watch = JobWatch.of_jobs(log_dir / "make_fbank_vad.JOB.log", nj, todo, num_utts,
+                             f"fbank + VAD of {name}")
     rc = run_jobs([f"JOB=1:{nj}", str(log_dir / "make_fbank_vad.JOB.log")]
-                  + [shlex.quote(c) for c in cmd])
+                  + [shlex.quote(c) for c in cmd], watch)
     if rc != 0:
         raise DeepSpeakerError(f"{data_dir}: feature jobs failed (see {log_dir}); rerun "
                                f"the same command to redo only the unfinished jobs")
