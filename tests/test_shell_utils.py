@@ -355,7 +355,7 @@ def test_pipefail_inside_the_job(tmp_path):
     ["--nj", "0", "log/x.JOB.log", "true"],
     ["--nj", "2", "JOB=1:2", "log/x.JOB.log", "true"],
     ["--max-jobs-run", "log/x.log"],       # value missing (log taken as value)
-    ["--mem", "4G", "log/x.log", "true"],  # unknown option
+    ["--memory", "4G", "log/x.log", "true"],  # unknown option (--mem is a cluster option)
 ])
 def test_usage_errors(tmp_path, args):
     proc = run_jobs(*args, cwd=tmp_path)

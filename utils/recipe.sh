@@ -95,6 +95,9 @@ parse_recipe_options() {
   [ $# -eq 0 ] || die "$0: unexpected argument '$1' (options are --name VALUE; $0 --help lists them)"
   log "$_cmdline"
   log "stages $stage..$stop_stage, nj=$nj, data=$data, exp=$exp"
+  # The runner of every job a stage starts, its own or inside a Python stage (deepspeaker/jobs.py).
+  [ -n "$cmd" ] || die "--cmd is empty: run_jobs.sh, slurm_jobs.sh [OPTIONS] or your own runner"
+  export DS_CMD=$cmd
   train_set=train
   dev_set=dev
   eval_set="eval"
@@ -129,6 +132,8 @@ prepare_data() {
 stage=0               # first stage to run
 stop_stage=100        # last stage to run (12 is the last there is)
 nj=2                  # parallel jobs; the default machine has 2 cores
+cmd=${DS_CMD:-run_jobs.sh}   # how the stages' jobs run (Kaldi's cmd.sh): run_jobs.sh on this
+  # machine, e.g. "slurm_jobs.sh --mem 4G" on a Slurm cluster (utils/slurm_jobs.sh; README)
 seed=0                # of every sampled choice: the data prep's, the trials (stage 2),
                       # the speaker subsets (stage 11)
 data=data             # Kaldi data dirs
