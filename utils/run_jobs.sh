@@ -44,90 +44,12 @@ usage="Usage: $prog [--max-jobs-run M] [--nj N] [JOB=A:B] LOG CMD [ARGS...]
   The command (CMD ARGS joined with spaces) runs under bash -o pipefail -c;
   each job logs to LOG. Exit 1 if any job fails, printing the failed log's tail."
 
-usage_error() {
-  echo "$prog: $*" >&2
-  echo "$usage" >&2
-  exit 1
-}
-
-max_jobs=
-nj=
-var=
-first=
-last=
-while [[ $# -gt 0 ]]; do
-  if [[ "$1" =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]]; then
-    # Anything shaped NAME=... before LOG is a job range, checked strictly.
-    [[ -z "$var" ]] || usage_error "more than one job range ($var=... and $1)"
-    var=${BASH_REMATCH[1]}
-    range=${BASH_REMATCH[2]}
-    if [[ "$range" =~ ^([0-9]+)(:([0-9]+))?$ ]]; then
-      first=$((10#${BASH_REMATCH[1]}))
-      last=$((10#${BASH_REMATCH[3]:-${BASH_REMATCH[1]}}))
-      ((first <= last)) || usage_error "bad job range $1 (start > end)"
-    else
-      usage_error "bad job range $1 (expected $var=A:B or $var=A)"
-    fi
-    shift
-    continue
-  fi
-  case "$1" in
-    -h|--help)
-      echo "$usage" >&2
-      exit 0
-      ;;
-    --gpu|--mem|--num-threads|--time)
-      [[ $# -ge 2 ]] || usage_error "option $1 needs a value"
-      shift 2
-      continue
-      ;;
-    --gpu=*|--mem=*|--num-threads=*|--time=*)
-      shift
-      continue
-      ;;
-    --max-jobs-run|--nj)
-      [[ $# -ge 2 ]] || usage_error "option $1 needs a value"
-      opt=$1 value=$2
-      shift 2
-      ;;
-    --max-jobs-run=*|--nj=*)
-      opt=${1%%=*} value=${1#*=}
-      shift
-      ;;
-    -*)
-      usage_error "unknown option $1"
-      ;;
-    *)
-      break
-      ;;
-  esac
-  if [[ ! "$value" =~ ^[0-9]+$ ]] || ((10#$value == 0)); then
-    usage_error "option $opt needs a positive integer, got '$value'"
-  fi
-  case "$opt" in
-    --max-jobs-run) max_jobs=$((10#$value)) ;;
-    --nj) nj=$((10#$value)) ;;
-  esac
-done
-
-if [[ -n "$nj" ]]; then
-  [[ -z "$var" ]] || usage_error "give either --nj or a job range, not both"
-  var=JOB first=1 last=$nj
-fi
-[[ $# -ge 2 ]] || usage_error "need a LOG and a command"
-log_pattern=$1
-shift
-cmd_args=("$@")
-
-if [[ -n "$var" ]]; then
-  if ((first < last)) && [[ "$log_pattern" != *"$var"* ]]; then
-    usage_error "$((last - first + 1)) jobs would share the log $log_pattern (it has no $var)"
-  fi
-else
-  first=1 last=1
-fi
-num_jobs=$((last - first + 1))
-[[ -n "$max_jobs" ]] || max_jobs=$num_jobs
+# shellcheck source=utils/job_args.sh
+. "$(dirname "${BASH_SOURCE[0]}")/job_args.sh"
+# What a cluster runner asks its scheduler for: accepted and ignored here (as run.pl).
+runner_options=(--gpu --mem --num-threads --time)
+runner_option() { :; }
+parse_job_args "$@"
 
 # Cores this script may use: its affinity (nproc, without the OMP_* that nproc would
 # echo back), capped by a cgroup v2 quota rounded up; as deepspeaker/threads.py counts.
@@ -157,21 +79,6 @@ if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
   export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$DS_NUM_THREADS}
 fi
 
-# The log and command of job $1, in $job_log and $job_cmd.
-expand_job() {
-  local i=$1 a
-  local -a words=()
-  if [[ -z "$var" ]]; then
-    job_log=$log_pattern
-    job_cmd="${cmd_args[*]}"
-    return
-  fi
-  job_log=${log_pattern//"$var"/"$i"}
-  for a in "${cmd_args[@]}"; do
-    words+=("${a//"$var"/"$i"}")
-  done
-  job_cmd="${words[*]}"
-}
 
 # Runs in its own process group (set -m below); the footer is written even
 # when a signal kills the command, because the trap only defers to it.
