@@ -88,7 +88,7 @@ train_backend() {
   local tag=$1 train_dir
   train_dir=$(backend_dir "$2")
   run_jobs.sh "$exp/$tag/log/extract_${train_dir##*/}.log" \
-    python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$train_dir"
+    python -m deepspeaker.bin.extract_embeddings --nj "$nj" "$exp/$tag" "$train_dir"
   has_backend plda || return 0
   # shellcheck disable=SC2086  # nnet_lda_dim is one number or nothing
   run_jobs.sh "$exp/$tag/log/train_plda.log" python -m deepspeaker.bin.train_plda \
@@ -109,7 +109,7 @@ asnorm_opts() {
 embed_and_score() {
   local tag=$1 t lists train_dir="" bdir="" plda_lists=() enroll=()
   run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
-    python -m deepspeaker.bin.extract_embeddings "$exp/$tag" "$eval_dir"
+    python -m deepspeaker.bin.extract_embeddings --nj "$nj" "$exp/$tag" "$eval_dir"
   if has_backend plda || with_asnorm; then
     train_dir=$(python -m deepspeaker.bin.describe_system "$exp/$tag" --show train_set)
     if [ -n "$train_dir" ]; then

@@ -9,6 +9,7 @@ leaves either nothing or a complete, consistent pair.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -78,6 +79,51 @@ class ArkWriter:
             self.commit()
         else:
             self.abort()
+
+
+def concat_arks(parts: Iterable[tuple[Path, Path]], ark: str | os.PathLike,
+                scp: str | os.PathLike) -> int:
+    """Concatenate the ``(ark, scp)`` parts into one ``ark`` + ``scp``; the number of entries.
+
+    Byte for byte what one :class:`ArkWriter` writing the parts' entries in that order
+    writes (an ark entry does not depend on where it starts), so the outputs of jobs
+    merged here equal those of one process.  Each part's offsets are shifted by the
+    bytes before its ark; a part scp line that points anywhere but into its own ark is
+    refused.  Atomic as ``ArkWriter``: the temp ark is renamed, then the scp written.
+    """
+    ark, scp = Path(ark), Path(scp)
+    target, tmp, lines = ark.resolve(), temp_name(ark), []
+    try:
+        with open(tmp, "wb") as out:
+            for part_ark, part_scp in parts:
+                lines += _shifted_lines(Path(part_scp), Path(part_ark), target, out.tell())
+                with open(part_ark, "rb") as f:
+                    shutil.copyfileobj(f, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, ark)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError.from_os_error(ark, e) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with atomic_write(scp) as f:
+        f.writelines(sorted(lines))
+    return len(lines)
+
+
+def _shifted_lines(part_scp: Path, part_ark: Path, target: Path, base: int) -> list[str]:
+    """The lines of ``part_scp`` pointing into ``target`` at their offset + ``base``."""
+    own, out = str(part_ark.resolve()), []
+    with open(part_scp, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            key, _, entry = line.rstrip("\n").partition(" ")
+            path, _, offset = entry.rpartition(":")
+            if path != own or not offset.isdigit():
+                raise DeepSpeakerError(f"{part_scp}:{n}: {entry!r} does not point into {own}")
+            out.append(f"{key} {target}:{int(offset) + base}\n")
+    return out
 
 
 def write_ark_scp(ark, scp, arrays: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]) -> None:
