@@ -29,7 +29,8 @@
 for _v in stage stop_stage nj seed max_failed_fraction data exp train_set dev_set eval_set \
     feat_conf ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy \
     nnet_backends nnet_backend_conf nnet_lda_dim trials_opts train_fractions transfer_from \
-    report_title augment_conf rirs_dir musan_dir ablation nnet_parallel nnet_backend_set asnorm_top_n; do
+    report_title augment_conf rirs_dir musan_dir ablation nnet_parallel nnet_backend_set asnorm_top_n \
+    cmd; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
 done
 unset _v
@@ -50,6 +51,12 @@ esac
 unset _s
 [[ $asnorm_top_n =~ ^[0-9]+$ ]] && [ "$asnorm_top_n" != 1 ] \
   || die "--asnorm-top-n '$asnorm_top_n': a number >= 2 (the top-N cohort scores), or 0 for no AS-norm"
+# One job through the job runner of --cmd (Kaldi's cmd.sh): run_jobs.sh here, slurm_jobs.sh
+# on a cluster.  A stage that splits its work into --nj jobs runs as a local run_jobs.sh job
+# (for its log) and sends its jobs through the same runner itself ($DS_CMD), so that no
+# cluster job waits on others.  --cmd is shell words and may quote its own options: eval.
+#   run_cmd LOG COMMAND...
+run_cmd() { eval "$cmd" '"$@"'; }
 eval_dir=$data/$eval_set
 # The networks' training set: the clean one, or it combined with its augmented copies
 # (stage 1, --augment-conf).  The i-vector system trains on the clean set.
@@ -91,7 +98,7 @@ train_backend() {
     python -m deepspeaker.bin.extract_embeddings --nj "$nj" "$exp/$tag" "$train_dir"
   has_backend plda || return 0
   # shellcheck disable=SC2086  # nnet_lda_dim is one number or nothing
-  run_jobs.sh "$exp/$tag/log/train_plda.log" python -m deepspeaker.bin.train_plda \
+  run_cmd "$exp/$tag/log/train_plda.log" python -m deepspeaker.bin.train_plda \
     --vectors "$exp/$tag/${train_dir##*/}/embedding.scp" --config "$nnet_backend_conf" \
     ${nnet_lda_dim:+--lda-dim $nnet_lda_dim} "$exp/$tag" "$train_dir"
 }
@@ -124,7 +131,7 @@ embed_and_score() {
   for t in $lists; do
     if has_backend cosine; then
       # shellcheck disable=SC2046  # enroll_opt prints zero or two words
-      run_jobs.sh "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
+      run_cmd "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
         $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
         "$exp/$tag/$eval_set/embedding.scp"
     fi
@@ -132,7 +139,7 @@ embed_and_score() {
   done
   if [ -n "$bdir" ] && with_asnorm && has_backend cosine; then
     # shellcheck disable=SC2046  # asnorm_opts prints options and their values
-    run_jobs.sh "$exp/$tag/log/score_cosine_asnorm_trials.log" \
+    run_cmd "$exp/$tag/log/score_cosine_asnorm_trials.log" \
       python -m deepspeaker.bin.score_embeddings $(asnorm_opts \
       "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" cosine) "$eval_dir" \
       "$eval_dir/trials" "$exp/$tag/scores/cosine_asnorm_trials" "$exp/$tag/$eval_set/embedding.scp"
@@ -141,12 +148,12 @@ embed_and_score() {
     # Every list in one run, as each start pays for the imports (k-utterance models as
     # ivector-plda-scoring --num-utts).
     [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
-    run_jobs.sh "$exp/$tag/log/score_plda.log" python -m deepspeaker.bin.score_plda \
+    run_cmd "$exp/$tag/log/score_plda.log" python -m deepspeaker.bin.score_plda \
       --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
       "${plda_lists[@]}"
     if with_asnorm; then
       # shellcheck disable=SC2046
-      run_jobs.sh "$exp/$tag/log/score_plda_asnorm.log" python -m deepspeaker.bin.score_plda \
+      run_cmd "$exp/$tag/log/score_plda_asnorm.log" python -m deepspeaker.bin.score_plda \
         $(asnorm_opts "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" plda) \
         --vectors "$exp/$tag/$eval_set/embedding.scp" "$exp/$tag" "$eval_dir" \
         "$eval_dir/trials" "$exp/$tag/scores/plda_asnorm_trials"
@@ -173,7 +180,7 @@ save_points() {
       settings=()
       [ "$v" = "$m" ] || settings=(--asnorm "top_n=$asnorm_top_n")
       [ -f "$dir/asnorm/$m.npz" ] && [ "$v" != "$m" ] && settings+=(--asnorm "cohort=$dir/asnorm/$m.npz")
-      run_jobs.sh "$dir/log/operating_points_$v.log" python -m deepspeaker.bin.save_operating_points \
+      run_cmd "$dir/log/operating_points_$v.log" python -m deepspeaker.bin.save_operating_points \
         --method "$v" --trials "$eval_dir/trials" "${settings[@]}" "$dir" \
         || log "WARNING: $dir: no operating points for its $v scores (log: $dir/log/operating_points_$v.log)"
     done
@@ -349,7 +356,7 @@ if in_stages 1; then
     # copy keeps its clean source's VAD (--vad-from); the copies join the clean set.
     sources=$data/aug_sources
     log "stage 1: augmentation sources -> $sources (${rirs_dir:-simulated RIRs}, ${musan_dir:-generated noise and music})"
-    run_jobs.sh "$exp/augment/prepare_aug_sources.log" python -m deepspeaker.bin.prepare_aug_sources \
+    run_cmd "$exp/augment/prepare_aug_sources.log" python -m deepspeaker.bin.prepare_aug_sources \
       ${rirs_dir:+--rirs-dir "$rirs_dir"} ${musan_dir:+--musan-dir "$musan_dir"} --seed "$seed" "$sources"
     log "stage 1: augmented copies of $data/$train_set ($augment_conf, $nj jobs, logs in $exp/augment/$train_set)"
     python -m deepspeaker.bin.augment_data_dir --config "$augment_conf" --sources "$sources" \
@@ -395,17 +402,17 @@ ivec=$exp/ivector
 if in_stages 3; then
   # Diagonal GMM-UBM on MFCC + deltas of voiced frames (paper §4.2).
   log "stage 3: UBM ($ivector_conf) -> $ivec/models/ubm.npz (log: $ivec/log/train_ubm.log)"
-  run_jobs.sh "$ivec/log/train_ubm.log" python -m deepspeaker.bin.train_ubm \
+  run_cmd "$ivec/log/train_ubm.log" python -m deepspeaker.bin.train_ubm \
     --config "$ivector_conf" "$data/$train_set" "$ivec"
 fi
 
 if in_stages 4; then
   # Total-variability matrix by EM, then posterior-mean i-vectors for every set.
   log "stage 4: i-vector extractor (log: $ivec/log/train_ivector_extractor.log)"
-  run_jobs.sh "$ivec/log/train_ivector_extractor.log" \
+  run_cmd "$ivec/log/train_ivector_extractor.log" \
     python -m deepspeaker.bin.train_ivector_extractor "$data/$train_set" "$ivec"
   for x in $train_set $eval_set; do
-    run_jobs.sh "$ivec/log/extract_ivectors_$x.log" \
+    run_cmd "$ivec/log/extract_ivectors_$x.log" \
       python -m deepspeaker.bin.extract_ivectors "$ivec" "$data/$x"
   done
 fi
@@ -414,7 +421,7 @@ if in_stages 5; then
   # LDA + length norm + two-covariance PLDA; k-utterance enrollment scored as
   # ivector-plda-scoring --num-utts does.  Cosine on the same vectors for comparison.
   log "stage 5: LDA/PLDA and scoring"
-  run_jobs.sh "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/$train_set"
+  run_cmd "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/$train_set"
   mkdir -p "$ivec/scores"
   lists=$(eval_trials)
   enroll=()
@@ -422,12 +429,12 @@ if in_stages 5; then
   for method in plda cosine; do
     # Every list in one run (each start pays for the imports and the i-vectors' load).
     pairs=() ; for t in $lists; do pairs+=("$eval_dir/$t" "$ivec/scores/${method}_$t"); done
-    run_jobs.sh "$ivec/log/score_$method.log" python -m deepspeaker.bin.score_plda \
+    run_cmd "$ivec/log/score_$method.log" python -m deepspeaker.bin.score_plda \
       --method "$method" "${enroll[@]}" "$ivec" "$eval_dir" "${pairs[@]}"
     if with_asnorm; then
       # The main list after AS-norm, the cohort: the training set's i-vectors.
       # shellcheck disable=SC2046  # asnorm_opts prints options and their values
-      run_jobs.sh "$ivec/log/score_${method}_asnorm.log" python -m deepspeaker.bin.score_plda \
+      run_cmd "$ivec/log/score_${method}_asnorm.log" python -m deepspeaker.bin.score_plda \
         --method "$method" $(asnorm_opts "$ivec/$train_set/ivector.scp" "$data/$train_set" \
         "$ivec" "$method") "$ivec" "$eval_dir" "$eval_dir/trials" "$ivec/scores/${method}_asnorm_trials"
     fi
@@ -468,15 +475,15 @@ if in_stages 10; then
     for t in $lists; do
       scores=() ; for tag in "${fused[@]}"; do scores+=("$exp/$tag/scores/cosine_$t"); done
       # shellcheck disable=SC2046
-      run_jobs.sh "$exp/fusion/log/embedding_$t.log" python -m deepspeaker.bin.score_embeddings \
+      run_cmd "$exp/fusion/log/embedding_$t.log" python -m deepspeaker.bin.score_embeddings \
         $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/fusion/scores/embedding_$t" "${scps[@]}"
-      run_jobs.sh "$exp/fusion/log/score_$t.log" python -m deepspeaker.bin.fuse_scores \
+      run_cmd "$exp/fusion/log/score_$t.log" python -m deepspeaker.bin.fuse_scores \
         "$eval_dir/$t" "$exp/fusion/scores/score_$t" "${scores[@]}"
     done
     if with_asnorm && [ "${#cohort[@]}" -gt 0 ]; then
       # After AS-norm: the embedding fusion against the fused cohort, and the score fusion
       # of the members' AS-normed scores.
-      run_jobs.sh "$exp/fusion/log/embedding_asnorm_trials.log" python -m deepspeaker.bin.score_embeddings \
+      run_cmd "$exp/fusion/log/embedding_asnorm_trials.log" python -m deepspeaker.bin.score_embeddings \
         "${cohort[@]}" --asnorm-data "$bdir" --asnorm-top-n "$asnorm_top_n" \
         --asnorm-save "$exp/fusion/asnorm/embedding.npz" "$eval_dir" "$eval_dir/trials" \
         "$exp/fusion/scores/embedding_asnorm_trials" "${scps[@]}"
@@ -485,7 +492,7 @@ if in_stages 10; then
         [ -f "$exp/$tag/scores/cosine_asnorm_trials" ] || { scores=(); break; }
         scores+=("$exp/$tag/scores/cosine_asnorm_trials")
       done
-      [ "${#scores[@]}" -eq 0 ] || run_jobs.sh "$exp/fusion/log/score_asnorm_trials.log" \
+      [ "${#scores[@]}" -eq 0 ] || run_cmd "$exp/fusion/log/score_asnorm_trials.log" \
         python -m deepspeaker.bin.fuse_scores "$eval_dir/trials" \
         "$exp/fusion/scores/score_asnorm_trials" "${scores[@]}"
     fi
