@@ -403,10 +403,10 @@ if in_stages 4; then
   # Total-variability matrix by EM, then posterior-mean i-vectors for every set.
   log "stage 4: i-vector extractor (log: $ivec/log/train_ivector_extractor.log)"
   run_jobs.sh "$ivec/log/train_ivector_extractor.log" \
-    python -m deepspeaker.bin.train_ivector_extractor "$data/$train_set" "$ivec"
+    python -m deepspeaker.bin.train_ivector_extractor --nj "$nj" "$data/$train_set" "$ivec"
   for x in $train_set $eval_set; do
     run_jobs.sh "$ivec/log/extract_ivectors_$x.log" \
-      python -m deepspeaker.bin.extract_ivectors "$ivec" "$data/$x"
+      python -m deepspeaker.bin.extract_ivectors --nj "$nj" "$ivec" "$data/$x"
   done
 fi
 
