@@ -37,6 +37,7 @@ share; the fair share of a process beside one other busy session is half the mac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -150,3 +151,23 @@ def configure_threads(jobs: int | None = None, quiet: bool = False) -> int:
                "threads: %d intra-op, 1 inter-op (%s; OMP_WAIT_POLICY=%s)", n, why,
                os.environ.get("OMP_WAIT_POLICY", "unset"))
     return n
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Torch's (and MKL's) intra-op threads at 1 inside the block, restored after.
+
+    For work whose bits must not depend on the thread count (a LAPACK factorisation
+    splits its sums by threads): see "Threads" in ``deepspeaker.ivector.extractor``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

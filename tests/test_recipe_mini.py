@@ -21,8 +21,20 @@ CORPUS_OPTS = ("--num-train-spk 8 --num-dev-spk 2 --num-eval-spk 6 --utts-per-tr
                "--utts-per-dev-spk 3 --utts-per-eval-spk 7 --min-dur 1.0 --max-dur 1.5")
 
 
+# The recipe's --cmd: run_jobs.sh behind a wrapper that records every call, so that the tests
+# see which jobs went through the job runner (a Slurm runner would get the same calls).
+RUNNER = """#!/bin/bash
+printf '%s\\n' "$*" >> "$(dirname "$0")/runner_calls"
+exec bash "$DS_ROOT/utils/run_jobs.sh" "$@"
+"""
+
+
 def _run(tmp_path, *extra):
+    runner = tmp_path / "runner.sh"
+    if not runner.exists():
+        runner.write_text(RUNNER)
     cmd = ["bash", str(ROOT / "egs/mini/run.sh"), "--nj", "2", "--corpus-opts", CORPUS_OPTS,
+           "--cmd", f"bash {runner} --mem 2G",
            "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
            "--corpus-dir", str(tmp_path / "corpus"),
            "--ivector-conf", str(ROOT / "tests/conf_ivector_tiny.yaml"),
@@ -50,6 +62,21 @@ def recipe(tmp_path_factory):
     (tmp / "data/eval" / OFFICIAL).write_text("\n".join(lines[::3]) + "\n")
     r = _ok(_run(tmp, "--stage", "3"))
     return tmp, r
+
+
+def test_every_job_goes_through_the_runner_of_cmd(recipe):
+    """--cmd runs the single jobs (UBM, PLDA, scoring) and, as $DS_CMD, the jobs of the
+    stages that split their work (stage 1's fbank + VAD and augmentation)."""
+    tmp, _ = recipe
+    calls = (tmp / "runner_calls").read_text().splitlines()
+    assert all(c.startswith("--mem 2G ") for c in calls)
+    def seen(*words):
+        return sum(all(w in c for w in words) for c in calls)
+    assert seen("JOB=1:2", "make_fbank_vad.JOB.log", "compute_fbank_vad") >= 3   # train dev eval
+    assert seen("JOB=1:2", "augment.JOB.log", "augment_data_dir") == 1
+    for stage in ("train_ubm", "train_ivector_extractor", "train_plda", "score_plda",
+                  "score_embeddings", "fuse_scores", "save_operating_points"):
+        assert seen("deepspeaker.bin." + stage), stage
 
 
 def test_stages_0_to_2(recipe):

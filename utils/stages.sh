@@ -409,11 +409,14 @@ fi
 if in_stages 4; then
   # Total-variability matrix by EM, then posterior-mean i-vectors for every set.
   log "stage 4: i-vector extractor (log: $ivec/log/train_ivector_extractor.log)"
+  # The statistics in --nj jobs (through --cmd), then the EM as one job of --cmd.
+  run_jobs.sh "$ivec/log/ivector_stats_$train_set.log" \
+    python -m deepspeaker.bin.train_ivector_extractor --nj "$nj" --stats-only "$data/$train_set" "$ivec"
   run_cmd "$ivec/log/train_ivector_extractor.log" \
-    python -m deepspeaker.bin.train_ivector_extractor "$data/$train_set" "$ivec"
+    python -m deepspeaker.bin.train_ivector_extractor --nj "$nj" "$data/$train_set" "$ivec"
   for x in $train_set $eval_set; do
-    run_cmd "$ivec/log/extract_ivectors_$x.log" \
-      python -m deepspeaker.bin.extract_ivectors "$ivec" "$data/$x"
+    run_jobs.sh "$ivec/log/extract_ivectors_$x.log" \
+      python -m deepspeaker.bin.extract_ivectors --nj "$nj" "$ivec" "$data/$x"
   done
 fi
 

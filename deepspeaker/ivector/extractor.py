@@ -37,10 +37,24 @@ accumulator A, C R^2/2 * 8: for C = 1024, R = 400 0.33 + 0.66 GB (the unpacked
 float32 U would be 0.66 GB alone). Per batch a few (B, R, R) arrays, ~4 B R^2 * 4
 bytes (B = 256, R = 400: 0.66 GB; lower ``batch_size`` to trade speed for memory).
 The M-step unpacks ``component_chunk`` full R x R matrices at a time.
+
+Threads: MKL's Cholesky factor, solve and inverse of one matrix split their work over
+torch's threads, and their bits change with the thread count (R = 200: 1 vs 2 threads
+differ by rounding; below R ~ 100 the factor and solve do not), while the GEMMs here
+gave the same bits.  Extraction therefore runs its Cholesky factor and solve on one
+thread: i-vectors are then the same whatever the thread count, so whatever ``--nj``;
+and one thread was the faster anyway (256 matrices of R = 400: 1.5 s on one thread,
+3.7 s on two, on the shared 2-core machine).  The EM keeps the stage's threads: it runs
+in one process whatever ``--nj``, and one thread there would change today's models.
+
+Devices: every function takes ``device``; the model, accumulators and solves live
+there, each batch of stats moves there once and its results come back once, so a CPU
+computes exactly what it did before the option.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -49,9 +63,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from deepspeaker.devices import to_device
 from deepspeaker.ivector.model_file import (ModelFileError, load_model_npz, require_arrays,
                                             save_model_npz)
 from deepspeaker.ivector.ubm import DiagGmm
+from deepspeaker.threads import single_thread
 from deepspeaker.utils import DeepSpeakerError, SizeMismatchError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +77,8 @@ EXTRACTOR_VERSION = 1
 
 # The dtype of the batched E-step work; see "Precision" in the module docstring.
 DEFAULT_DTYPE = torch.float32
+# Utterances per batch of extraction (the stage plans its jobs on multiples of it).
+EXTRACT_BATCH = 256
 # Kaldi's ivector-extractor-est: a Gaussian with less total count keeps its old T_c.
 GAUSSIAN_MIN_COUNT = 100.0
 # Kaldi's variance_floor_factor: new variances >= 0.1 x the count-weighted average.
@@ -155,15 +173,23 @@ class IvectorExtractor:
                 f"UBM has {ubm.num_components} components of dim {ubm.dim}, the extractor "
                 f"{self.num_components} of dim {self.feat_dim}")
 
-    def extract(self, N: np.ndarray, F: np.ndarray, batch_size: int = 256,
-                dtype: torch.dtype = DEFAULT_DTYPE) -> np.ndarray:
-        """Posterior-mean i-vectors (U, R), float64, of stats N (U, C) and F (U, C, F)."""
+    def extract(self, N: np.ndarray, F: np.ndarray, batch_size: int = EXTRACT_BATCH,
+                dtype: torch.dtype = DEFAULT_DTYPE, device: torch.device | str = "cpu",
+                terms: "ModelTerms | None" = None) -> np.ndarray:
+        """Posterior-mean i-vectors (U, R), float64, of stats N (U, C) and F (U, C, F).
+
+        The same bits whatever torch's thread count (see "Threads" in the module
+        docstring), so that extraction in ``--nj`` jobs of one thread each writes what
+        one process of many threads writes.  ``terms`` (:func:`model_terms` of this
+        extractor, with its own device and dtype) saves remaking them at every call.
+        """
         self.check_stats(N, F)
         return _e_step(self, N, F, batch_size=batch_size, dtype=dtype, want_ivectors=True,
-                       accumulate=False).ivectors
+                       accumulate=False, device=device, terms=terms).ivectors
 
     def objective(self, N: np.ndarray, F: np.ndarray, S: np.ndarray | None = None,
-                  batch_size: int = 256, dtype: torch.dtype = DEFAULT_DTYPE) -> float:
+                  batch_size: int = 256, dtype: torch.dtype = DEFAULT_DTYPE,
+                  device: torch.device | str = "cpu") -> float:
         """Average per-frame marginal log-likelihood of the stats (w integrated out).
 
         Without the second-order stats S (C, F) it leaves out the data-only term
@@ -172,7 +198,7 @@ class IvectorExtractor:
         """
         self.check_stats(N, F)
         return _e_step(self, N, F, S=S, batch_size=batch_size, dtype=dtype, want_ivectors=False,
-                       accumulate=False).objective
+                       accumulate=False, device=device).objective
 
 
 def init_extractor(ubm: DiagGmm, rank: int, seed: int = 0) -> IvectorExtractor:
@@ -200,87 +226,103 @@ class _EStepResult:
     num_utts: int = 0
 
 
-def _tril(r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = torch.tril_indices(r, r)
+def _tril(r: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.tril_indices(r, r, device=device)
     return idx[0], idx[1]
 
 
+@dataclass
+class ModelTerms:
+    """What the E-step needs of a model, on its device: made once per model, not per call.
+
+    (U_c packed is a (C, F, R) x (C, F, R) product: at C = 1024, R = 400 it costs half
+    the GEMMs of a batch of 256 utterances, so a job extracting 256 at a time reuses it.)
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    means: torch.Tensor          # (C, F) float64
+    lin: torch.Tensor            # (C*F,) float64: Sigma^-1 m
+    quad: torch.Tensor           # (C,) float64: m' Sigma^-1 m + log|2 pi Sigma|
+    U_packed: torch.Tensor       # (C, R(R+1)/2) in dtype
+    T_sinv_flat: torch.Tensor    # (C*F, R) in dtype
+    low: torch.Tensor            # flat positions of the packed lower triangle in R x R
+    up: torch.Tensor             # and of its mirror image
+
+
+def model_terms(ext: IvectorExtractor, device: torch.device | str = "cpu",
+                dtype: torch.dtype = DEFAULT_DTYPE) -> ModelTerms:
+    """The :class:`ModelTerms` of ``ext`` on ``device``, batched work in ``dtype``."""
+    device = torch.device(device)
+    num_c, dim, rank = ext.T.shape
+    T64 = to_device(ext.T, device)
+    inv_sigma = to_device(1.0 / ext.sigma, device)
+    means = to_device(ext.means, device)
+    T_sinv = T64 * inv_sigma[:, :, None]                                     # (C, F, R)
+    i0, i1 = _tril(rank, device)
+    U_packed = torch.einsum("cfr,cfs->crs", T_sinv, T64)[:, i0, i1].to(dtype)  # (C, R(R+1)/2)
+    # Objective terms that need no posterior: sum_c m_c' S_c^-1 F_uc - 1/2 N_uc (m_c' S_c^-1 m_c
+    # + log|2 pi Sigma_c|), in float64.
+    quad = ((means ** 2 * inv_sigma).sum(1) + torch.log(to_device(ext.sigma, device)).sum(1)
+            + dim * math.log(2 * math.pi))
+    return ModelTerms(device, dtype, means, (means * inv_sigma).reshape(-1), quad, U_packed,
+                      T_sinv.reshape(num_c * dim, rank).to(dtype),
+                      i0 * rank + i1, i1 * rank + i0)
+
+
 def _e_step(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *, S: np.ndarray | None = None,
-            batch_size: int, dtype: torch.dtype, want_ivectors: bool, accumulate: bool
+            batch_size: int, dtype: torch.dtype, want_ivectors: bool, accumulate: bool,
+            device: torch.device | str = "cpu", terms: ModelTerms | None = None
             ) -> _EStepResult:
-    """Posteriors of w for all utterances in batches; objective, i-vectors and/or M-step stats."""
+    """Posteriors of w for all utterances in batches; objective, i-vectors and/or M-step stats.
+
+    The model (``terms``, made here when None) and the accumulators live on its device;
+    each batch of N and F goes there in one copy and its i-vectors come back in one.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if terms is None:
+        terms = model_terms(ext, device, dtype)
+    device, dtype = terms.device, terms.dtype
     N, F = np.asarray(N), np.asarray(F)
     num_c, dim, rank = ext.T.shape
     num_u = N.shape[0]
     f64 = torch.float64
-    T64 = torch.from_numpy(ext.T)
-    inv_sigma = torch.from_numpy(1.0 / ext.sigma)
-    means = torch.from_numpy(ext.means)
-    T_sinv = T64 * inv_sigma[:, :, None]                                     # (C, F, R)
-    i0, i1 = _tril(rank)
-    U_packed = torch.einsum("cfr,cfs->crs", T_sinv, T64)[:, i0, i1].to(dtype)  # (C, R(R+1)/2)
-    T_sinv_flat = T_sinv.reshape(num_c * dim, rank).to(dtype)
-    # Objective terms that need no posterior: sum_c m_c' S_c^-1 F_uc - 1/2 N_uc (m_c' S_c^-1 m_c
-    # + log|2 pi Sigma_c|), in float64.
-    lin = (means * inv_sigma).reshape(-1)
-    quad = ((means ** 2 * inv_sigma).sum(1) + torch.log(torch.from_numpy(ext.sigma)).sum(1)
-            + dim * math.log(2 * math.pi))
+    packed_size = terms.low.numel()
     total = 0.0
     frames = 0.0
     res = _EStepResult(num_utts=num_u)
     if want_ivectors:
         res.ivectors = np.empty((num_u, rank), dtype=np.float64)
     if accumulate:
-        res.A = torch.zeros(num_c, i0.numel(), dtype=f64)
-        res.Cstat = torch.zeros(num_c * dim, rank, dtype=f64)
-        res.sum_phi = torch.zeros(rank, dtype=f64)
-        res.sum_eww = torch.zeros(i0.numel(), dtype=f64)
-    # Flat positions of the packed lower triangle and of its mirror image in an R x R matrix.
-    low, up = i0 * rank + i1, i1 * rank + i0
+        res.A = torch.zeros(num_c, packed_size, dtype=f64, device=device)
+        res.Cstat = torch.zeros(num_c * dim, rank, dtype=f64, device=device)
+        res.sum_phi = torch.zeros(rank, dtype=f64, device=device)
+        res.sum_eww = torch.zeros(packed_size, dtype=f64, device=device)
     # One (B, R, R) buffer for all batches: the two index_copy_ calls below overwrite every
     # entry, so it never needs zeroing (zeroing a fresh 160 MB tensor per batch, B = 256
     # and R = 400 in float32, took longer than the GEMM that fills it).
-    prec_buf = torch.empty(min(batch_size, num_u), rank * rank, dtype=dtype)
+    prec_buf = torch.empty(min(batch_size, num_u), rank * rank, dtype=dtype, device=device)
+    # Extraction: LAPACK on one thread (see "Threads" in the module docstring).
+    lapack_threads = single_thread if want_ivectors and not accumulate else contextlib.nullcontext
     for b0 in range(0, num_u, batch_size):
-        Nb = torch.as_tensor(N[b0:b0 + batch_size]).to(f64)                   # (B, C)
-        Fb = torch.as_tensor(F[b0:b0 + batch_size]).to(f64)                   # (B, C, F)
+        Nb = to_device(N[b0:b0 + batch_size], device).to(f64)                 # (B, C)
+        Fb = to_device(F[b0:b0 + batch_size], device).to(f64)                 # (B, C, F)
         B = Nb.shape[0]
-        total += float((Fb.reshape(B, -1) @ lin).sum()) - 0.5 * float((Nb @ quad).sum())
+        total += float((Fb.reshape(B, -1) @ terms.lin).sum()) - 0.5 * float((Nb @ terms.quad).sum())
         frames += float(Nb.sum())
-        Ft = (Fb - Nb[:, :, None] * means).reshape(B, num_c * dim).to(dtype)  # centred
+        Ft = (Fb - Nb[:, :, None] * terms.means).reshape(B, num_c * dim).to(dtype)  # centred
         Nb_d = Nb.to(dtype)
-        lin_b = Ft @ T_sinv_flat                                              # (B, R)
-        # Precisions I + sum_c N_uc U_c for the whole batch: one GEMM, then unpack.
-        packed = Nb_d @ U_packed                                              # (B, R(R+1)/2)
-        prec = prec_buf[:B]
-        prec.index_copy_(1, low, packed).index_copy_(1, up, packed)
-        prec = prec.view(B, rank, rank)
-        prec.diagonal(dim1=1, dim2=2).add_(1.0)
-        chol, info = torch.linalg.cholesky_ex(prec)
-        if bool((info != 0).any()):
-            bad = int(torch.nonzero(info)[0]) + b0
-            raise DeepSpeakerError(f"utterance {bad}: i-vector posterior precision is not "
-                                   "positive definite (NaN or inf in the stats or the model?)")
-        phi = torch.cholesky_solve(lin_b[:, :, None], chol)[:, :, 0]         # (B, R)
+        lin_b = Ft @ terms.T_sinv_flat                                        # (B, R)
+        chol = _posterior_factor(terms, Nb_d, prec_buf[:B], b0, lapack_threads)
+        with lapack_threads():
+            phi = torch.cholesky_solve(lin_b[:, :, None], chol)[:, :, 0]     # (B, R)
         logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2).to(f64)).sum(1)
         total += 0.5 * float((lin_b.to(f64) * phi.to(f64)).sum()) - 0.5 * float(logdet.sum())
         if want_ivectors:
-            res.ivectors[b0:b0 + B] = phi.numpy()
+            res.ivectors[b0:b0 + B] = phi.cpu().numpy()
         if accumulate:
-            eww = torch.cholesky_inverse(chol)                                  # posterior cov
-            if not eww.is_contiguous():
-                # LAPACK's column-major result; the matrix is symmetric, so its transpose
-                # is the same matrix in row-major order.
-                eww = eww.mT.contiguous()
-            eww.baddbmm_(phi[:, :, None], phi[:, None, :])                     # E[w w']
-            eww_packed = eww.view(B, rank * rank).index_select(1, low)
-            del eww
-            res.A.add_((Nb_d.T @ eww_packed).to(f64))
-            res.Cstat.add_((Ft.T @ phi).to(f64))
-            res.sum_phi.add_(phi.to(f64).sum(0))
-            res.sum_eww.add_(eww_packed.to(f64).sum(0))
+            _accumulate(res, terms, chol, phi, Nb_d, Ft)
     if S is not None:
         S = np.asarray(S)
         if S.shape != (num_c, dim):
@@ -291,10 +333,48 @@ def _e_step(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *, S: np.ndarra
     return res
 
 
+def _posterior_factor(terms: ModelTerms, Nb_d: torch.Tensor, prec: torch.Tensor, b0: int,
+                      lapack_threads) -> torch.Tensor:
+    """Cholesky factors of the batch's posterior precisions I + sum_c N_uc U_c, built in
+    ``prec`` (B, R*R) from one GEMM (B, C) @ (C, R(R+1)/2) and unpacked."""
+    B = Nb_d.shape[0]
+    rank = terms.T_sinv_flat.shape[1]
+    packed = Nb_d @ terms.U_packed                                            # (B, R(R+1)/2)
+    prec.index_copy_(1, terms.low, packed).index_copy_(1, terms.up, packed)
+    prec = prec.view(B, rank, rank)
+    prec.diagonal(dim1=1, dim2=2).add_(1.0)
+    with lapack_threads():
+        chol, info = torch.linalg.cholesky_ex(prec)
+    if bool((info != 0).any()):
+        bad = int(torch.nonzero(info)[0]) + b0
+        raise DeepSpeakerError(f"utterance {bad}: i-vector posterior precision is not "
+                               "positive definite (NaN or inf in the stats or the model?)")
+    return chol
+
+
+def _accumulate(res: _EStepResult, terms: ModelTerms, chol: torch.Tensor, phi: torch.Tensor,
+                Nb_d: torch.Tensor, Ft: torch.Tensor) -> None:
+    """Add a batch's M-step statistics (A, C, sum phi, sum E[ww']) to ``res``, in float64."""
+    f64 = torch.float64
+    B, rank = phi.shape
+    eww = torch.cholesky_inverse(chol)                                          # posterior cov
+    if not eww.is_contiguous():
+        # LAPACK's column-major result; the matrix is symmetric, so its transpose
+        # is the same matrix in row-major order.
+        eww = eww.mT.contiguous()
+    eww.baddbmm_(phi[:, :, None], phi[:, None, :])                             # E[w w']
+    eww_packed = eww.view(B, rank * rank).index_select(1, terms.low)
+    del eww
+    res.A.add_((Nb_d.T @ eww_packed).to(f64))
+    res.Cstat.add_((Ft.T @ phi).to(f64))
+    res.sum_phi.add_(phi.to(f64).sum(0))
+    res.sum_eww.add_(eww_packed.to(f64).sum(0))
+
+
 def _unpack(packed: torch.Tensor, rank: int) -> torch.Tensor:
     """(n, R(R+1)/2) lower-triangle rows -> (n, R, R) symmetric."""
-    i0, i1 = _tril(rank)
-    out = torch.zeros(packed.shape[0], rank, rank, dtype=packed.dtype)
+    i0, i1 = _tril(rank, packed.device)
+    out = torch.zeros(packed.shape[0], rank, rank, dtype=packed.dtype, device=packed.device)
     out[:, i0, i1] = packed
     out[:, i1, i0] = packed
     return out
@@ -331,22 +411,25 @@ def em_iteration(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *,
                  min_divergence: bool = True, batch_size: int = 256,
                  dtype: torch.dtype = DEFAULT_DTYPE, component_chunk: int = 64,
                  min_count: float = GAUSSIAN_MIN_COUNT,
-                 log: logging.Logger = logger) -> tuple[IvectorExtractor, float]:
+                 log: logging.Logger = logger, device: torch.device | str = "cpu"
+                 ) -> tuple[IvectorExtractor, float]:
     """One EM iteration; returns (new extractor, objective per frame of ``ext`` on the stats).
 
     ``update_sigma`` re-estimates the diagonal covariances and needs ``S`` (C, F), the
     summed second-order stats (``compute_stats_batch(..., second_order=True)``).
+    E-step and M-step solves run on ``device``; the new T comes back once.
     """
+    device = torch.device(device)
     ext.check_stats(N, F)
     if update_sigma and S is None:
         raise ValueError("update_sigma needs the second-order stats S (compute_stats_batch("
                          "..., second_order=True))")
     num_c, dim, rank = ext.T.shape
     e = _e_step(ext, N, F, S=S, batch_size=batch_size, dtype=dtype, want_ivectors=False,
-                accumulate=True)
+                accumulate=True, device=device)
     counts = np.asarray(N, dtype=np.float64).sum(0)                             # (C,)
     Cstat = e.Cstat.reshape(num_c, dim, rank)
-    T_new = torch.from_numpy(ext.T.copy())
+    T_new = to_device(ext.T.copy(), device)
     skipped = np.flatnonzero(counts < min_count)
     if skipped.size:
         log.warning("%d of %d Gaussians have counts below %g and keep their T (lowest %.3g)",
@@ -360,8 +443,8 @@ def em_iteration(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *,
     for c0 in range(0, num_c, component_chunk):
         c1 = min(c0 + component_chunk, num_c)
         A = _unpack(e.A[c0:c1], rank)
-        keep = torch.from_numpy(counts[c0:c1] >= min_count)
-        A[~keep] = torch.eye(rank, dtype=A.dtype)          # placeholders, results discarded
+        keep = to_device(counts[c0:c1] >= min_count, device)
+        A[~keep] = torch.eye(rank, dtype=A.dtype, device=device)  # placeholders, discarded
         chol, info = torch.linalg.cholesky_ex(A)
         if bool((info != 0).any()):
             bad = int(torch.nonzero(info)[0]) + c0
@@ -373,7 +456,7 @@ def em_iteration(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *,
             Tc = T_new[c0:c1]
             cross = (Cstat[c0:c1] * Tc).sum(2)                                   # diag(C T')
             tat = torch.einsum("cfr,crs,cfs->cf", Tc, _unpack(e.A[c0:c1], rank), Tc)
-            raw_var[c0:c1] = (S_centred[c0:c1] - 2 * cross.numpy() + tat.numpy())
+            raw_var[c0:c1] = (S_centred[c0:c1] - 2 * cross.cpu().numpy() + tat.cpu().numpy())
     if update_sigma:
         ok = counts >= min_count
         floor = VARIANCE_FLOOR_FACTOR * raw_var[ok].sum(0) / counts[ok].sum()
@@ -381,11 +464,11 @@ def em_iteration(ext: IvectorExtractor, N: np.ndarray, F: np.ndarray, *,
         num_floored = int(np.sum(raw_var[ok] < floor))
         var_new[ok] = np.maximum(raw_var[ok], floor)
         log.info("variance update: floored %d of %d variances", num_floored, raw_var[ok].size)
-    new = IvectorExtractor(T=T_new.numpy(), sigma=var_new, means=ext.means.copy(),
+    new = IvectorExtractor(T=T_new.cpu().numpy(), sigma=var_new, means=ext.means.copy(),
                            weights=ext.weights.copy(), meta=dict(ext.meta))
     if min_divergence:
-        mean = (e.sum_phi / e.num_utts).numpy()
-        cov = (_unpack(e.sum_eww[None], rank)[0] / e.num_utts).numpy() - np.outer(mean, mean)
+        mean = (e.sum_phi / e.num_utts).cpu().numpy()
+        cov = (_unpack(e.sum_eww[None], rank)[0] / e.num_utts).cpu().numpy() - np.outer(mean, mean)
         new = absorb_prior(new, mean, cov)
     return new, e.objective
 
@@ -395,7 +478,8 @@ def train_extractor(ubm: DiagGmm, N: np.ndarray, F: np.ndarray, rank: int = 400,
                     log: logging.Logger = logger, *, S: np.ndarray | None = None,
                     update_sigma: bool = False, batch_size: int = 256,
                     dtype: torch.dtype = DEFAULT_DTYPE,
-                    rel_tol: float = OBJECTIVE_REL_TOL) -> IvectorExtractor:
+                    rel_tol: float = OBJECTIVE_REL_TOL,
+                    device: torch.device | str = "cpu") -> IvectorExtractor:
     """Train a rank-``rank`` extractor on stats N (U, C), F (U, C, F) from ``ubm``.
 
     Logs the objective (per frame) of the model entering each iteration, and of the
@@ -427,9 +511,9 @@ def train_extractor(ubm: DiagGmm, N: np.ndarray, F: np.ndarray, rank: int = 400,
     for it in range(num_iters):
         ext, obj = em_iteration(ext, N, F, S=S, update_sigma=update_sigma,
                                 min_divergence=min_divergence, batch_size=batch_size,
-                                dtype=dtype, log=log)
+                                dtype=dtype, log=log, device=device)
         check(obj, it)
-    check(ext.objective(N, F, S=S, batch_size=batch_size, dtype=dtype), num_iters)
+    check(ext.objective(N, F, S=S, batch_size=batch_size, dtype=dtype, device=device), num_iters)
     ext.meta = {**ext.meta, "objective_trace": trace, "num_iters": num_iters, "seed": seed,
                 "min_divergence": min_divergence, "update_sigma": update_sigma}
     return ext

@@ -6,6 +6,8 @@ One experiment dir ``exp/<tag>/`` holds everything (paper §4.2; SPEC B1-B3):
   read by every later stage, so there is never a second copy of the numbers;
 * ``models/ubm.npz``, ``models/extractor.npz``, ``models/lda.npz``, ``models/plda.npz``;
 * ``<set>/ivector.scp`` + ark, ``<set>/failed_utts`` (no voiced frames);
+* while stage 4 runs, its ``--nj`` jobs' files: ``stats/<set>/`` (the training
+  statistics) and ``<set>/jobs/``, removed once the stage's output is written;
 * ``scores/``, ``log/`` and ``RESULTS.md``.
 
 Each model file records the dimensions it was made for; a stage that finds a
@@ -27,7 +29,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Container, Iterator
 
 import numpy as np
 
@@ -166,12 +168,27 @@ def iter_frontend(data_dir: Path, opts: FrontendOptions, utts: list[str] | None 
     Utterances with no voiced frames are recorded in ``failed`` (utt -> reason)
     and skipped: the caller lists them, they are never scored as if they were zero.
     """
-
     d = DataDir.load(data_dir)
+    keys = utts if utts is not None else listed_utts(d)
+    yield from frontend_items(d, keys, opts, failed)
+
+
+def listed_utts(d: DataDir) -> list[str]:
+    """The utterances of a data dir with features and VAD, sorted: what the jobs split."""
+    _require_features(d)
+    return sorted(set(d.feats_scp) & set(d.vad_scp))
+
+
+def _require_features(d: DataDir) -> None:
     if d.feats_scp is None or d.vad_scp is None:
-        raise DeepSpeakerError(f"{data_dir}: needs feats.scp and vad.scp (run stage 1 first)")
-    keys = utts if utts is not None else sorted(set(d.feats_scp) & set(d.vad_scp))
-    for utt in keys:
+        raise DeepSpeakerError(f"{d.path}: needs feats.scp and vad.scp (run stage 1 first)")
+
+
+def frontend_items(d: DataDir, utts: list[str], opts: FrontendOptions,
+                   failed: dict[str, str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_frontend` over a loaded data dir ``d`` and the utterances ``utts``."""
+    _require_features(d)
+    for utt in utts:
         if utt not in d.feats_scp or utt not in d.vad_scp:
             if failed is not None:
                 failed[utt] = "no features (see failed_utts of the data dir)"
@@ -190,6 +207,38 @@ def iter_frontend(data_dir: Path, opts: FrontendOptions, utts: list[str] | None 
         yield utt, x
 
 
+def block_stats(d: DataDir, utts: list[str], ubm, cfg: IvectorConfig, failed: dict[str, str],
+                device="cpu", skip: Container[str] = (), progress=None
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(keys, N, F) of ``utts``, computed per block of ``cfg.stats.batch_utts`` *listed* ones.
+
+    A block holds its usable utterances (those not in ``skip`` and with voiced frames;
+    the others are in ``failed``), so the blocks, and the GEMM shapes that decide the
+    rounding, depend on the list alone: a job that starts on a block boundary computes
+    what one process computes, and an utterance that fails moves no other's stats.
+    (Before ``--nj`` a batch was 64 *usable* utterances; the same when none fails.)
+    ``progress`` (a JobProgress) counts the listed utterances done.
+    """
+    from .stats import compute_stats_batch
+
+    size = cfg.stats.batch_utts
+    keys: list[str] = []
+    n_all = [np.zeros((0, ubm.num_components))]
+    f_all = [np.zeros((0, ubm.num_components, ubm.dim))]
+    for b0 in range(0, len(utts), size):
+        block = [u for u in utts[b0:b0 + size] if u not in skip]
+        items = list(frontend_items(d, block, cfg.frontend, failed))
+        if items:
+            n, f = compute_stats_batch(ubm, [x for _, x in items], top_k=cfg.stats.top_k,
+                                       device=device)
+            keys += [u for u, _ in items]
+            n_all.append(n)
+            f_all.append(f)
+        if progress is not None:
+            progress.add(len(utts[b0:b0 + size]))
+    return keys, np.concatenate(n_all), np.concatenate(f_all)
+
+
 def load_ubm(exp: Path, cfg: IvectorConfig):
     """The experiment's UBM, checked against the feature dimension the config produces."""
     from .ubm import DiagGmm
@@ -203,33 +252,6 @@ def load_ubm(exp: Path, cfg: IvectorConfig):
                                 f"({cfg.frontend.num_ceps} MFCC, delta order "
                                 f"{cfg.frontend.delta_order})")
     return ubm
-
-
-def set_stats(data_dir: Path, ubm, opts: IvectorConfig, failed: dict[str, str]
-              ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Zeroth and first order stats of every usable utterance of a set, in batches."""
-    from .stats import compute_stats_batch
-
-    keys: list[str] = []
-    n_all, f_all = [], []
-    batch: list[tuple[str, np.ndarray]] = []
-
-    def flush() -> None:
-        if batch:
-            n, f = compute_stats_batch(ubm, [x for _, x in batch], top_k=opts.stats.top_k)
-            keys.extend(u for u, _ in batch)
-            n_all.append(n)
-            f_all.append(f)
-            batch.clear()
-
-    for utt, x in iter_frontend(data_dir, opts.frontend, failed=failed):
-        batch.append((utt, x))
-        if len(batch) >= opts.stats.batch_utts:
-            flush()
-    flush()
-    if not keys:
-        raise DeepSpeakerError(f"{data_dir}: no utterance has voiced frames")
-    return keys, np.concatenate(n_all), np.concatenate(f_all)
 
 
 def _frontend_dim(opts: FrontendOptions) -> int:

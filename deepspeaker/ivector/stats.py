@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from deepspeaker.devices import to_device
 from deepspeaker.ivector.ubm import DiagGmm
 from deepspeaker.utils import SizeMismatchError
 
@@ -48,10 +49,18 @@ def _pieces(lengths: Sequence[int], chunk_frames: int):
         yield chunk
 
 
-def frame_posteriors(gmm: DiagGmm, x: torch.Tensor, top_k: int | None = None
+def frame_posteriors(gmm: DiagGmm, x: torch.Tensor, top_k: int | None = None, params=None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posteriors of frames ``x`` (T, F): (T, C) dense, or (T, k) with their (T, k) indices."""
-    ll = gmm.log_likelihoods(x)
+    """Posteriors of frames ``x`` (T, F): (T, C) dense, or (T, k) with their (T, k) indices.
+
+    ``params``: ``gmm.log_likelihood_params()`` already on ``x``'s device (made once per
+    batch by :func:`compute_stats_batch`); None computes them here, on the CPU.
+    """
+    if params is None:
+        ll = gmm.log_likelihoods(x)
+    else:
+        a, b, const = params
+        ll = torch.addmm(const, x * x, a).addmm_(x, b)     # as DiagGmm.log_likelihoods
     if top_k is None or top_k >= gmm.num_components:
         return torch.softmax(ll, dim=1), None
     if top_k < 1:
@@ -62,7 +71,8 @@ def frame_posteriors(gmm: DiagGmm, x: torch.Tensor, top_k: int | None = None
 
 def compute_stats_batch(gmm: DiagGmm, utterances: Sequence[np.ndarray], top_k: int | None = None,
                         *, chunk_frames: int = DEFAULT_CHUNK_FRAMES, dtype=np.float64,
-                        second_order: bool = False):
+                        second_order: bool = False, device: torch.device | str = "cpu",
+                        scatter: bool | None = None):
     """Statistics of many utterances: N (U, C) and F (U, C, D), in ``dtype``.
 
     With ``second_order=True`` also returns S (C, D) = sum over all utterances and frames
@@ -76,7 +86,16 @@ def compute_stats_batch(gmm: DiagGmm, utterances: Sequence[np.ndarray], top_k: i
     ``top_k`` is set; with dense posteriors those products would be (C, D) per frame,
     so each utterance piece of a chunk instead gets one (C, T_u) @ (T_u, D) GEMM (a
     loop over utterances, hundreds of frames each, never over frames).
+
+    ``device``: where the work runs.  The batch's frames go there in one copy and N, F
+    (and S) come back in one; a CPU computes exactly what it always did.  ``scatter``
+    (default: on a CPU only) is the ``index_add_`` of the top-k sums: on a GPU it is made
+    of atomic adds, whose order, and so whose rounding, changes from run to run, so there
+    the top-k posteriors are spread into a dense (T, C) matrix and summed per utterance
+    piece by GEMM as in the dense case: reproducible bits whatever the run or ``--nj``.
     """
+    device = torch.device(device)
+    scatter = device.type == "cpu" if scatter is None else scatter
     num_c, dim = gmm.num_components, gmm.dim
     utts = []
     for i, u in enumerate(utterances):
@@ -86,26 +105,32 @@ def compute_stats_batch(gmm: DiagGmm, utterances: Sequence[np.ndarray], top_k: i
                                     f"the UBM's feature dim {dim}")
         utts.append(u)
     num_u = len(utts)
-    n_acc = torch.zeros(num_u * num_c, dtype=torch.float64)
-    f_acc = torch.zeros(num_u * num_c, dim, dtype=torch.float64)
-    s_acc = torch.zeros(num_c, dim, dtype=torch.float64)
+    f64 = torch.float64
+    n_acc = torch.zeros(num_u * num_c, dtype=f64, device=device)
+    f_acc = torch.zeros(num_u * num_c, dim, dtype=f64, device=device)
+    s_acc = torch.zeros(num_c, dim, dtype=f64, device=device)
+    params = tuple(p.to(device) for p in gmm.log_likelihood_params())
     lengths = [u.shape[0] for u in utts]
+    # The chunks are consecutive slices of the batch's frames in utterance order.
+    frames = to_device(np.concatenate(utts) if utts else np.zeros((0, dim)), device)
+    start = 0
     for chunk in _pieces(lengths, chunk_frames):
-        x = torch.from_numpy(np.concatenate([utts[u][s:e] for u, s, e in chunk])).to(torch.float64)
-        piece_len = torch.tensor([e - s for _, s, e in chunk])
-        utt_of_frame = torch.repeat_interleave(torch.tensor([u for u, _, _ in chunk]), piece_len)
-        post, idx = frame_posteriors(gmm, x, top_k)
+        piece_len = [e - s for _, s, e in chunk]
+        x = frames[start:start + sum(piece_len)].to(f64)
+        start += sum(piece_len)
+        post, idx = frame_posteriors(gmm, x, top_k, params)
+        if idx is not None and not scatter:
+            post = torch.zeros(x.shape[0], num_c, dtype=f64, device=device).scatter_(1, idx, post)
+            idx = None
         if idx is None:
-            n_acc.view(num_u, num_c).index_add_(0, utt_of_frame, post)
-            f_view = f_acc.view(num_u, num_c, dim)
-            offset = 0
-            for (u, s, e) in chunk:
-                n = e - s
-                f_view[u].addmm_(post[offset:offset + n].T, x[offset:offset + n])
-                offset += n
+            _add_per_piece(n_acc.view(num_u, num_c), f_acc.view(num_u, num_c, dim), chunk,
+                           post, x, scatter)
             if second_order:
                 s_acc.addmm_(post.T, x * x)
         else:
+            utt_of_frame = torch.repeat_interleave(
+                torch.tensor([u for u, _, _ in chunk], device=device),
+                torch.tensor(piece_len, device=device))
             flat = (utt_of_frame[:, None] * num_c + idx).reshape(-1)     # (T*k,)
             n_acc.index_add_(0, flat, post.reshape(-1))
             outer = post[:, :, None] * x[:, None, :]                        # (T, k, D)
@@ -113,11 +138,31 @@ def compute_stats_batch(gmm: DiagGmm, utterances: Sequence[np.ndarray], top_k: i
             if second_order:
                 s_acc.index_add_(0, idx.reshape(-1),
                                  (post[:, :, None] * (x * x)[:, None, :]).reshape(-1, dim))
-    n_out = n_acc.view(num_u, num_c).numpy().astype(dtype, copy=False)
-    f_out = f_acc.view(num_u, num_c, dim).numpy().astype(dtype, copy=False)
+    n_out = n_acc.view(num_u, num_c).cpu().numpy().astype(dtype, copy=False)
+    f_out = f_acc.view(num_u, num_c, dim).cpu().numpy().astype(dtype, copy=False)
     if second_order:
-        return n_out, f_out, s_acc.numpy().astype(dtype, copy=False)
+        return n_out, f_out, s_acc.cpu().numpy().astype(dtype, copy=False)
     return n_out, f_out
+
+
+def _add_per_piece(n_view: torch.Tensor, f_view: torch.Tensor, chunk, post: torch.Tensor,
+                   x: torch.Tensor, scatter: bool) -> None:
+    """N and F of dense posteriors ``post`` (T, C): one GEMM per utterance piece.
+
+    N by ``index_add_`` where that is a plain loop (``scatter``, the CPU), else by a sum
+    per piece (no atomic adds).
+    """
+    if scatter:
+        piece_len = torch.tensor([e - s for _, s, e in chunk])
+        utt_of_frame = torch.repeat_interleave(torch.tensor([u for u, _, _ in chunk]), piece_len)
+        n_view.index_add_(0, utt_of_frame, post)
+    offset = 0
+    for (u, s, e) in chunk:
+        n = e - s
+        if not scatter:
+            n_view[u].add_(post[offset:offset + n].sum(0))
+        f_view[u].addmm_(post[offset:offset + n].T, x[offset:offset + n])
+        offset += n
 
 
 def compute_stats(gmm: DiagGmm, frames: np.ndarray, top_k: int | None = None,
