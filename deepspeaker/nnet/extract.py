@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ..data import DataDir
+from ..devices import resolve_device
 from ..data.ark import ArkWriter, FeatureFileError, read_utt_features
 from ..features import prepare_features
 from ..jobs import JobProgress, prepare_outputs
@@ -76,14 +77,6 @@ class ExtractOptions:
             raise ConfigError(f"max_frames, batch_size and block_size must be >= 1, got "
                               f"{self.max_frames}, {self.batch_size} and {self.block_size}")
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return dev
 
 
 def load_embedder(exp_dir: str | os.PathLike, checkpoint: str = "best.pt",
