@@ -22,6 +22,7 @@ import kaldiio
 import numpy as np
 import pytest
 import yaml
+from builders import write_data_dir
 from system_builders import IVECTOR_CONF, write_data, write_wavs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,17 +132,24 @@ def test_stage_1_and_ivectors_through_slurm_equal_the_local_runner(slurm_env, tm
     conf.write_text(yaml.safe_dump(IVECTOR_CONF))
     train_ubm.run(local, exp, conf)
     train_ivector_extractor.run(local, exp)
-    extract_ivectors.run(exp, local)
-    log = tmp_path / "log" / "extract_ivectors.log"
-    r = _runner(SLURM_JOBS, log, sys.executable, "-m", "deepspeaker.bin.extract_ivectors",
-                exp, slurm, env=slurm_env, cwd=tmp_path, timeout=120)
+    # The stage's own jobs through Slurm ($DS_CMD, --nj 2: 260 utterances are 2 blocks of
+    # the job plan), against one local process: the same bytes.
+    import shutil
+    big = write_data_dir(tmp_path / "big", "bg", 65, 4, 3)
+    shutil.copytree(big, tmp_path / "big_s")
+    extract_ivectors.run(exp, big)
+    r = subprocess.run([sys.executable, "-m", "deepspeaker.bin.extract_ivectors", "--nj", "2",
+                        str(exp), str(tmp_path / "big_s")],
+                       env={**slurm_env, "DS_CMD": "slurm_jobs.sh"}, capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert _footer_code(log) == 0 and len(list(log.parent.glob("q/extract_ivectors-*_1.out"))) == 1
-    want = dict(kaldiio.load_scp(str(exp / "train" / "ivector.scp")))
-    got = dict(kaldiio.load_scp(str(exp / "train_s" / "ivector.scp")))
-    assert sorted(got) == sorted(want) and len(want) == 16
-    for utt in want:
-        np.testing.assert_allclose(got[utt], want[utt], rtol=1e-4, atol=1e-5)
+    logs = exp / "log"
+    for j in (1, 2):
+        assert _footer_code(logs / f"extract_ivectors_big_s.{j}.log") == 0
+    assert len(list((logs / "q").glob("extract_ivectors_big_s-*_[12].out"))) == 2
+    assert (exp / "big" / "ivector.ark").read_bytes() == (exp / "big_s" / "ivector.ark").read_bytes()
+    want = (exp / "big" / "ivector.scp").read_text()
+    assert (exp / "big_s" / "ivector.scp").read_text() == want.replace("/big/", "/big_s/")
 
 
 def _start_sleeping_jobs(env, cwd, log):
