@@ -292,6 +292,59 @@ nnet_stages() {
   fi
 }
 
+# Where a training runs (utils/recipe.sh: --nproc-per-node, --nnodes, --node-rank, --rdzv-*,
+# --train-cmd): one process on one node is the plain python -m of train_embedding, as
+# always; more go through deepspeaker.bin.launch_training, which runs torchrun (why each of
+# its choices: deepspeaker/nnet/launch.py; the commands per setup: docs/multinode.md).  The
+# options are checked here, before the first stage runs, not after stages 1-5.
+for _v in nproc_per_node nnodes node_rank rdzv_endpoint rdzv_id rdzv_timeout train_cmd; do
+  [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
+done
+unset _v
+launch_opts=(--nproc-per-node "$nproc_per_node" --nnodes "$nnodes" --node-rank "$node_rank"
+  --rdzv-endpoint "$rdzv_endpoint" --rdzv-id "$rdzv_id" --rdzv-timeout "$rdzv_timeout")
+one_process() { [ "$nproc_per_node" = 1 ] && [ "$nnodes" = 1 ] && [ "$node_rank" = 0 ]; }
+if ! one_process; then
+  python -m deepspeaker.bin.launch_training "${launch_opts[@]}" || exit 1
+  if [ "$nnodes" -gt 1 ]; then
+    # Every node runs the same trainings in the same order; the other stages write shared
+    # files, so they run on one node, after the training (docs/multinode.md).
+    [ "$stage" -ge 6 ] && [ "$stop_stage" -le 7 ] || die "--nnodes $nnodes: the nodes train" \
+      "together in stages 6-7 only: run ./run.sh --stage 6 --stop-stage 7 --nnodes $nnodes" \
+      "--node-rank K --rdzv-endpoint HOST:PORT on every node K, then --stage 8 on one node" \
+      "without --nnodes (docs/multinode.md)"
+    # Side by side, two trainings would ask for one rendezvous endpoint.
+    if [ "$nnet_parallel" = true ] && [ "$(wc -w <<< "$nnet_models")" -gt 1 ]; then
+      log "--nnodes $nnodes: the networks train one after another, each on every node"
+      nnet_parallel=false
+    fi
+  fi
+fi
+
+# Runs the training CMD... (python -m deepspeaker.bin.train_embedding ARGS) of the
+# experiment DIR in stage STAGE: as it is with one process on one node, else through
+# deepspeaker.bin.launch_training (torchrun's output in DIR/log/torchrun.log); with
+# --train-cmd as a job of that runner, logged in DIR/log/launch.log (plus --gpu NPROC
+# unless train_cmd asks for GPUs itself; run_jobs.sh ignores it).
+#   run_training STAGE DIR CMD...
+run_training() {
+  local st=$1 dir=$2 runner=() words=() w
+  shift 2
+  if ! one_process; then
+    set -- python -m deepspeaker.bin.launch_training "${launch_opts[@]}" --what "stage $st" \
+      "$dir" "${@:4}"
+  fi
+  if [ -z "$train_cmd" ]; then
+    "$@"
+    return
+  fi
+  read -r -a runner <<< "$train_cmd"
+  case " $train_cmd " in *" --gpu "*|*" --gpu="*) ;; *) runner+=(--gpu "$nproc_per_node") ;; esac
+  # A runner joins the words of the command and runs them with bash -c: each word quoted.
+  for w in "$@"; do words+=("$(printf '%q' "$w")"); done
+  "${runner[@]}" "$dir/log/launch.log" "${words[@]}"
+}
+
 # Trains one Deep Speaker system, $exp/<model>_<strategy><suffix>, on TRAIN_DIR and
 # describes it (system.yaml; OPTIONS go to describe_system; SUFFIX _noaug: the ablation
 # twin trained without augmentation, described as such).  The one place that maps a
@@ -300,7 +353,7 @@ nnet_stages() {
 # Rerunning resumes from last.pt, a finished run does nothing, another conf is refused.
 #   train_system MODEL STRATEGY TRAIN_DIR SUFFIX [OPTIONS...]
 train_system() {
-  local m=$1 s=$2 train_dir=$3 suffix=$4 tag=$1_$2$4 conf init=""
+  local m=$1 s=$2 train_dir=$3 suffix=$4 tag=$1_$2$4 conf init="" st
   shift 4
   case $suffix in *_noaug) set -- "$@" --no-augmentation ;; esac
   case $s in
@@ -317,8 +370,11 @@ train_system() {
     conf=${conf%.yaml}_aug.yaml
   fi
   log "$tag: $nnet_conf_dir/$conf${init:+ from $init} on $train_dir -> $exp/$tag (logs in $exp/$tag/log)"
-  python -m deepspeaker.bin.train_embedding --config "$nnet_conf_dir/$conf" ${init:+--init "$init"} \
-    "$train_dir" "$dev_dir" "$exp/$tag"
+  case $suffix in _spk*) st=11 ;; *) case $s in softmax) st=6 ;; transfer) st=12 ;; *) st=7 ;; esac ;; esac
+  run_training "$st" "$exp/$tag" python -m deepspeaker.bin.train_embedding --config \
+    "$nnet_conf_dir/$conf" ${init:+--init "$init"} "$train_dir" "$dev_dir" "$exp/$tag"
+  # The other nodes of a multi-node training only train; node 0 describes what was trained.
+  [ "$node_rank" = 0 ] || return 0
   python -m deepspeaker.bin.describe_system "$exp/$tag" --kind deepspeaker --model "$m" \
     --strategy "$s" --train-set "$train_dir" ${init:+--init "$init"} "$@"
 }
