@@ -119,3 +119,17 @@ def test_nothing_embedded_in_any_job_is_one_message(tmp_path, data, capfd):
     err = capfd.readouterr().err
     assert f"{data}: no utterance could be embedded (7 failed, e.g. ('a-1', " in err, err[-2000:]
     assert not (exp / "data/embedding.scp").exists() and "Traceback" not in err
+
+
+def test_jobs_spread_over_the_gpus_of_their_machine(monkeypatch):
+    """The CUDA placement forced on a CPU machine: cuda without an index is GPU (JOB-1) % count."""
+    import torch
+
+    from deepspeaker.nnet.extract_jobs import job_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [job_device("cuda", j) for j in (1, 2, 3)] == \
+        [torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cuda", 0)]
+    assert [job_device("auto", j).index for j in (1, 2, 3, 4)] == [0, 1, 0, 1]
+    assert {job_device("cuda:1", j) for j in (1, 2, 3)} == {torch.device("cuda", 1)}
+    assert job_device("cpu", 2) == torch.device("cpu")

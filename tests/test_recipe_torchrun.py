@@ -109,7 +109,7 @@ def test_one_process_is_the_plain_command(one, data):
 
 
 def test_two_processes_train_as_one_within_the_batch_norm_difference(one, two, data):
-    (exp1, _), (exp2, r) = one, two
+    (exp1, _), (exp2, _) = one, two
     t1, t2 = exp1 / "gru_softmax", exp2 / "gru_softmax"
     launch = (t2 / "log/launch.log").read_text()
     assert launch.startswith("# python -m deepspeaker.bin.launch_training --nproc-per-node 2 ")
@@ -163,13 +163,11 @@ def test_two_nodes_through_the_sbatch_script(two, data, tmp_path):
     env = recipe_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="4242",
                      SLURM_JOB_NODELIST="localhost", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="1",
                      RDZV_PORT=str(port), FAKE_SLURM_OUT=str(tmp_path), DS_NUM_THREADS="1")
-    start = time.monotonic()
     r = subprocess.run(["bash", str(ROOT / "utils/slurm_train.sbatch"), "egs/mini",
                         "--data", str(data), "--exp", str(exp), "--augment-conf", "",
                         "--nnet-models", "gru", "--nnet-strategies", "softmax softmax_triplet",
                         "--nnet-conf-dir", str(CONF), "--rdzv-timeout", "60"],
                        cwd=ROOT, capture_output=True, text=True, timeout=150, env=env)
-    took = time.monotonic() - start
     node_logs = "".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("node*.log")))
     assert r.returncode == 0, r.stderr[-2000:] + node_logs
     assert f"rendezvous at localhost:{port}" in r.stderr and "--stage 8" in r.stderr
@@ -190,7 +188,6 @@ def test_two_nodes_through_the_sbatch_script(two, data, tmp_path):
     assert read_log(got) == read_log(ref)
     w_ref, w_got = weights(ref / "best.pt"), weights(got / "best.pt")
     assert max((w_ref[k] - w_got[k]).abs().max().item() for k in w_ref) <= PARAM_TOL
-    assert took < 90, f"{took:.0f} s"
 
 
 def torchrun_argv(tag_dir: Path, node: int) -> list[str]:

@@ -240,3 +240,31 @@ def test_no_sbatch_is_one_clear_line(slurm_env, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "slurm_jobs.sh: sbatch is not on PATH" in r.stderr
     assert "feature jobs failed" in r.stderr
+
+
+def test_the_training_batch_script_under_slurm(slurm_env, tmp_path):
+    """utils/slurm_train.sbatch submitted for real (1 node without GPUs: --gres none; 2 gloo
+    ranks): scontrol names the rendezvous host, srun starts the recipe's stages 6-7, torchrun
+    trains on both ranks."""
+    data = tmp_path / "data"
+    write_data_dir(data / "train", "tr", 8, 4, 0)
+    write_data_dir(data / "dev", "dv", 4, 3, 1)
+    exp, out = tmp_path / "exp", tmp_path / "train.out"
+    r = subprocess.run(["sbatch", "--wait", "--nodes", "1", "--gres", "none", "--output", str(out),
+                        "--export", "ALL,DS_NUM_THREADS=1", str(ROOT / "utils/slurm_train.sbatch"),
+                        "egs/mini", "--data", str(data), "--exp", str(exp), "--augment-conf", "",
+                        "--nnet-models", "gru", "--nnet-strategies", "softmax",
+                        "--nnet-conf-dir", str(ROOT / "tests/conf_nnet_tiny"),
+                        "--nproc-per-node", "2", "--rdzv-timeout", "60"],
+                       env=slurm_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    text = out.read_text() if out.exists() else ""
+    assert r.returncode == 0, r.stderr + text[-3000:]
+    job = re.search(r"slurm_train.sbatch: job (\d+), 1 node\(s\) \(localhost\), rendezvous at "
+                    r"localhost:(\d+)", text)
+    assert job and int(job[2]) == 29400 + int(job[1]) % 1000, text[-2000:]
+    tag = exp / "gru_softmax"
+    torchrun = (tag / "log/torchrun.log").read_text().splitlines()[0]
+    assert f"--nnodes 1 --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint localhost:{job[2]}" \
+        in torchrun and f"--rdzv_id slurm{job[1]}-gru_softmax-" in torchrun
+    assert "rank 1 of 2" in (tag / "log/train.rank1.log").read_text()
+    assert (tag / "system.yaml").is_file() and (tag / "best.pt").is_file()

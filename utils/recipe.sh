@@ -167,11 +167,11 @@ ablation=false        # with augmentation, also train the $fusion_strategy syste
   # (<tag>_noaug), the ablation rows of RESULTS.md
 max_failed_fraction=0.05   # stage 1 fails when more of a set's utterances than this fail
 report_title="egs/${PWD##*/}"   # the title of $exp/RESULTS.md
-# Where the networks train (stages 6-7, 11, 12; deepspeaker/nnet/launch.py, docs/multinode.md):
+# Where the networks train (stages 6-7, 11, 12; deepspeaker/nnet/launch.py, README, Scale out):
 nproc_per_node=1      # training processes on this node: its GPUs, or CPU processes (gloo); 1 with
   # --nnodes 1: the plain python -m of one process, no torchrun
 nnodes=1              # nodes training together; each runs ./run.sh --stage 6 --stop-stage 7 with
-  # its own --node-rank (docs/multinode.md; utils/slurm_train.sbatch under Slurm)
+  # its own --node-rank (README, Scale out; utils/slurm_train.sbatch under Slurm)
 node_rank=0           # this node's number, 0..nnodes-1; node 0 serves the rendezvous and alone
   # writes system.yaml (the other nodes only train)
 rdzv_endpoint=""      # HOST:PORT of node 0's c10d rendezvous, the same on every node; "": one

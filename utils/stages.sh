@@ -295,7 +295,7 @@ nnet_stages() {
 # Where a training runs (utils/recipe.sh: --nproc-per-node, --nnodes, --node-rank, --rdzv-*,
 # --train-cmd): one process on one node is the plain python -m of train_embedding, as
 # always; more go through deepspeaker.bin.launch_training, which runs torchrun (why each of
-# its choices: deepspeaker/nnet/launch.py; the commands per setup: docs/multinode.md).  The
+# its choices: deepspeaker/nnet/launch.py; the commands per setup: README, Scale out).  The
 # options are checked here, before the first stage runs, not after stages 1-5.
 for _v in nproc_per_node nnodes node_rank rdzv_endpoint rdzv_id rdzv_timeout train_cmd; do
   [ -n "${!_v+set}" ] || die "utils/stages.sh: the recipe must set \$$_v (utils/recipe.sh)"
@@ -308,11 +308,11 @@ if ! one_process; then
   python -m deepspeaker.bin.launch_training "${launch_opts[@]}" || exit 1
   if [ "$nnodes" -gt 1 ]; then
     # Every node runs the same trainings in the same order; the other stages write shared
-    # files, so they run on one node, after the training (docs/multinode.md).
+    # files, so they run on one node, after the training (README, Scale out).
     [ "$stage" -ge 6 ] && [ "$stop_stage" -le 7 ] || die "--nnodes $nnodes: the nodes train" \
       "together in stages 6-7 only: run ./run.sh --stage 6 --stop-stage 7 --nnodes $nnodes" \
       "--node-rank K --rdzv-endpoint HOST:PORT on every node K, then --stage 8 on one node" \
-      "without --nnodes (docs/multinode.md)"
+      "without --nnodes (README, Scale out)"
     # Side by side, two trainings would ask for one rendezvous endpoint.
     if [ "$nnet_parallel" = true ] && [ "$(wc -w <<< "$nnet_models")" -gt 1 ]; then
       log "--nnodes $nnodes: the networks train one after another, each on every node"
