@@ -52,6 +52,7 @@ import numpy as np
 from ..data import DataDir
 from ..utils import DeepSpeakerError, atomic_write
 from .experiment import MAIN_TRIALS, SystemInfo, enroll_count, read_system_info, trial_lists
+from .groups import conditions, counts, group_eers, read_speakers
 from .metrics import Metrics, ScoringError, compute_metrics, error_rates
 from .operating_points import ASNORM_SUFFIX, METHODS, THRESHOLDS, load_operating_points
 from .trials import read_scores, read_skipped, read_trials, scores_for_trials
@@ -89,6 +90,7 @@ class Result:
     labels: np.ndarray
     skipped: int
     path: Path
+    trials: list | None = None   # the trials of ``scores`` (the main list only: groups.py)
 
 
 @dataclass
@@ -237,7 +239,7 @@ def evaluate(score_path: Path, trials_path: Path, trials=None) -> tuple[Metrics,
     """
     trials = trials if trials is not None else read_trials(trials_path)
     skip = read_skipped(score_path)
-    kept = [t for t in trials if (t.enroll, t.test) not in skip]
+    kept = kept_trials(trials, score_path, skip)
     scores = scores_for_trials(kept, read_scores(score_path), trials_path, score_path)
     labels = np.array([t.target for t in kept], dtype=bool)
     try:
@@ -245,6 +247,12 @@ def evaluate(score_path: Path, trials_path: Path, trials=None) -> tuple[Metrics,
     except ScoringError as e:  # say which file: "need both target and non-target", ...
         raise ScoringError(f"{score_path} over {trials_path}: {e}") from e
     return metrics, scores, labels, len(skip)
+
+
+def kept_trials(trials, score_path: Path, skip=None) -> list:
+    """The trials a score file is judged on: all, less those in ``<scores>.skipped``."""
+    skip = read_skipped(score_path) if skip is None else skip
+    return [t for t in trials if (t.enroll, t.test) not in skip] if skip else list(trials)
 
 
 def paper_lists(rep: Report) -> list[str]:
@@ -275,7 +283,9 @@ def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "soft
             if not path.is_file():
                 continue
             metrics, scores, labels, skipped = evaluate(path, trials_dir / name, trials)
-            rep.results[(system.key, name)] = Result(system, metrics, scores, labels, skipped, path)
+            kept = kept_trials(trials, path) if name == MAIN_TRIALS else None
+            rep.results[(system.key, name)] = Result(system, metrics, scores, labels, skipped,
+                                                     path, kept)
             normed = path.with_name(f"{system.prefix}{ASNORM_SUFFIX}_{name}")
             if name == MAIN_TRIALS and system.prefix in METHODS and normed.is_file():
                 rep.asnorm[system.key] = Result(system, *evaluate(normed, trials_dir / name, trials),
@@ -775,6 +785,10 @@ def _table_lines(rep: Report) -> list[str]:
                   "CN-Celeb).  ACC is n/a where a list is not 1 positive + N negatives per "
                   "anchor; trial counts are those scored (skipped trials left out)."]
         lines += table_other_lists(rep)
+    groups = table_groups(rep)
+    if groups:
+        lines += ["", f"## EER by speaker group (`{MAIN_TRIALS}`; ages and genders from "
+                  f"`{rep.data / rep.eval_set}`)", ""] + groups
     t7, tr = table_t7(rep), table_transfer(rep)
     if t7:
         lines += ["", "## T7: training-set size (nested seeded subsets of the training speakers)",
@@ -782,6 +796,37 @@ def _table_lines(rep: Report) -> list[str]:
     if tr:
         lines += ["", "## T9/T10: transfer from another corpus (triplet fine-tuning)", ""] + tr
     return lines
+
+
+def group_rows(rep: Report) -> list[tuple[str, Result]]:
+    """The systems of the group table: reference, baseline, T5's rows, the two fusions."""
+    rows = [("MFCC-stats cosine (no training)", rep.of(rep.find("reference"))),
+            (BASELINE_LABEL, rep.baseline())] + t5_rows(rep)
+    rows += [(f"{label} fusion", rep.of(rep.find("fusion", prefix=label)))
+             for label in ("embedding", "score")]
+    return [(label, r) for label, r in rows if r is not None and r.trials is not None]
+
+
+def table_groups(rep: Report) -> list[str]:
+    """EER of every system by speaker group (groups.py); nothing without spk2age/spk2gender."""
+    spk = read_speakers(rep.data / rep.eval_set)
+    rows = group_rows(rep)
+    if not spk.any or not rows:
+        return []
+    table, sizes = [], None
+    for label, r in rows:
+        masks = conditions(r.trials, r.labels, spk)
+        sizes = sizes or counts(r.labels, masks)
+        eers = group_eers(r.scores, r.labels, masks)
+        table.append("| " + " | ".join([label] + [_pct(eers[n]) for n in masks]) + " |")
+    names = list(sizes)
+    head = ["| system | " + " | ".join(f"{n} [%]" for n in names) + " |",
+            "|---" * (len(names) + 1) + "|"]
+    trials = "; ".join(f"{n} {t:,} / {nt:,}" for n, (t, nt) in sizes.items())
+    return head + table + ["", f"Trials (target / non-target, of the first row): {trials}.  "
+                           "Under 13 / 13 and over: both speakers in the group; across ages, "
+                           "same and other gender: every target trial and the non-targets of "
+                           "that kind (deepspeaker/scoring/groups.py)."]
 
 
 ASNORM_LABEL = ", AS-norm"
