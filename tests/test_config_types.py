@@ -363,7 +363,7 @@ def test_load_yaml_refuses_what_is_no_config(tmp_path, text, message):
 
 
 def shipped_confs() -> list[Path]:
-    found = sorted({*ROOT.glob("conf/**/*.yaml"), *ROOT.glob("egs/*/conf/*.yaml"),
+    found = sorted({*ROOT.glob("conf/**/*.yaml"), *ROOT.glob("egs/*/conf/*.yaml"), *ROOT.glob("egs/*/conf/*/*.yaml"),
                     *ROOT.glob("tests/conf_*.yaml"), *ROOT.glob("tests/conf_*/**/*.yaml")})
     assert len(found) >= 45, found
     return found
