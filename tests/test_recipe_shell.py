@@ -94,6 +94,15 @@ def test_recipe_points_at_configs_that_exist(recipe):
     """The default confs of each recipe, resolved from its folder, are there and parse."""
     options = help_options(recipe)
     here = ROOT / "egs" / recipe
+    if recipe == "mini_scale":  # one conf dir per size: SIZE_CONF_DIR/spk<N>/
+        assert isinstance(load_yaml(here / options["feat-conf"][0]), dict)
+        for n in unquote(options["sizes"][0]).split():
+            d = here / options["size-conf-dir"][0] / f"spk{n}"
+            assert isinstance(load_yaml(d / "ivector.yaml"), dict), n
+            for model in unquote(options["nnet-models"][0]).split():
+                for strategy in ("softmax", "triplet"):
+                    assert (d / f"{model}_{strategy}.yaml").is_file(), (n, model, strategy)
+        return
     for name in ("feat-conf", "ivector-conf"):
         assert isinstance(load_yaml(here / options[name][0]), dict), name
     conf_dir = here / options["nnet-conf-dir"][0]
