@@ -78,6 +78,16 @@ def collect_points(exp: Path, data: Path, sizes: Sequence[int]) -> list[Point]:
     return points
 
 
+def compared(points: list[Point]) -> list[tuple[int, Result, str, Result]]:
+    """(size, i-vector, best Deep Speaker label, its result) of each size that has both."""
+    out = []
+    for p in points:
+        iv, best = p.rows.get("i-vector + PLDA"), p.best_ds()
+        if iv is not None and best is not None:
+            out.append((p.size, iv, *best))
+    return out
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.2f}"
 
@@ -107,25 +117,21 @@ def gap_table(points: list[Point]) -> list[str]:
     lines = ["| speakers | i-vector EER | best Deep Speaker (system) | DS / i-vector | "
              "EER rel. change vs i-vector | i-vector per 4x | DS per 4x |", "|---|---|---|---|---|---|---|"]
     prev = None
-    for p in points:
-        iv, best = p.rows.get("i-vector + PLDA"), p.best_ds()
-        if iv is None or best is None:
-            continue
-        e_iv, e_ds = iv.metrics.eer, best[1].metrics.eer
+    for size, iv, label, ds in compared(points):
+        e_iv, e_ds = iv.metrics.eer, ds.metrics.eer
         f_iv = f_ds = ""
         if prev is not None:
-            f_iv = f"x{per_4x(prev[1], e_iv, prev[0], p.size):.2f}"
-            f_ds = f"x{per_4x(prev[2], e_ds, prev[0], p.size):.2f}"
-        lines.append(f"| {p.size:,} | {_pct(e_iv)}% | {_pct(e_ds)}% ({best[0]}) | {e_ds / e_iv:.2f} | "
+            f_iv = f"x{per_4x(prev[1], e_iv, prev[0], size):.2f}"
+            f_ds = f"x{per_4x(prev[2], e_ds, prev[0], size):.2f}"
+        lines.append(f"| {size:,} | {_pct(e_iv)}% | {_pct(e_ds)}% ({label}) | {e_ds / e_iv:.2f} | "
                      f"{100 * (e_iv - e_ds) / e_iv:+.1f}% | {f_iv} | {f_ds} |")
-        prev = (p.size, e_iv, e_ds)
+        prev = (size, e_iv, e_ds)
     return lines
 
 
 def crossover(points: list[Point]) -> str:
     """Where the best Deep Speaker EER falls below the i-vector's: measured, or not reached."""
-    pairs = [(p.size, p.rows["i-vector + PLDA"].metrics.eer, p.best_ds()[1].metrics.eer)
-             for p in points if "i-vector + PLDA" in p.rows and p.best_ds() is not None]
+    pairs = [(n, iv.metrics.eer, ds.metrics.eer) for n, iv, _, ds in compared(points)]
     if not pairs:
         return "No size has both an i-vector and a Deep Speaker result yet."
     for i, (n, e_iv, e_ds) in enumerate(pairs):
@@ -164,11 +170,7 @@ def claims_table(points: list[Point]) -> list[str]:
     lines = ["| speakers | Deep Speaker beats the i-vector (EER and ACC) | more data helps DS more "
              "than the i-vector (relative EER reduction from the size before) |", "|---|---|---|"]
     prev = None
-    for p in points:
-        iv, best = p.rows.get("i-vector + PLDA"), p.best_ds()
-        if iv is None or best is None:
-            continue
-        ds = best[1]
+    for size, iv, _, ds in compared(points):
         beats = ds.metrics.eer < iv.metrics.eer and (ds.metrics.acc or 0) > (iv.metrics.acc or 0)
         c1 = (f"{'**held**' if beats else '**not held**'}: {_pct(ds.metrics.eer)}% / "
               f"{_pct(ds.metrics.acc)}% against {_pct(iv.metrics.eer)}% / {_pct(iv.metrics.acc)}%")
@@ -178,7 +180,7 @@ def claims_table(points: list[Point]) -> list[str]:
             r_iv = (prev[0] - iv.metrics.eer) / prev[0]
             c2 = (f"{'**held**' if r_ds > r_iv else '**not held**'}: DS {100 * r_ds:+.1f}%, "
                   f"i-vector {100 * r_iv:+.1f}%")
-        lines.append(f"| {p.size:,} | {c1} | {c2} |")
+        lines.append(f"| {size:,} | {c1} | {c2} |")
         prev = (iv.metrics.eer, ds.metrics.eer)
     return lines
 
