@@ -90,7 +90,8 @@ def test_the_study_report_has_the_table_crossover_claims_and_costs(study):
     for part in ("## EER, minDCF and ACC against the number of training speakers",
                  "| i-vector + PLDA |", "| GRU, PLDA |", "| ResCNN, cosine |",
                  "## Deep Speaker against the i-vector", "## The paper's claims at each size",
-                 "## What each step costs", "| 3 UBM |", "b 8->16", "dominant step"):
+                 "## What each step costs", "| 3 UBM |", "b 8->16", "dominant step",
+                 "Training per epoch", "| gru_softmax | "):
         assert part in text, part
     assert ("**Measured**" in text) or ("**Not reached**" in text)
     assert (tmp / "exp/report/scale.png").stat().st_size > 10000
@@ -115,9 +116,13 @@ def test_a_rerun_skips_the_work_and_keeps_the_timing_of_the_run_that_did_it(stud
 
 def test_bad_sizes_and_missing_confs_are_one_line(tmp_path):
     _confs(tmp_path)
-    for sizes, says in (("16 8", "ascending"), ("8 x", "ascending"), ("8 24", "no confs for 24")):
-        r = _run(tmp_path, "--sizes", sizes)
+    for args, says in ((("--sizes", "16 8"), "ascending"), (("--sizes", "8 x"), "ascending"),
+                       (("--sizes", "8 24"), "no confs for 24"),
+                       (("--ivector-conf", "x.yaml"), "--size-conf-dir"),
+                       (("--nnet-conf-dir", str(tmp_path)), "do not apply here")):
+        r = _run(tmp_path, *args)
         assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "exp/timing.tsv").exists()
 
 
 def _point(size, iv, ds):
@@ -181,3 +186,18 @@ def test_timing_rows_only_for_commands_that_succeed(tmp_path):
     table.write_text(table.read_text() + "5\t3\tnot-a-number\n")
     with pytest.raises(DeepSpeakerError, match=r"t.tsv:3"):
         read_timing(table)
+
+
+def test_epoch_table_from_the_trainers_progress_lines(tmp_path):
+    for n, rates in ((250, (100.0, 120.0, 110.0)), (1000, (100.0, 90.0, 110.0))):
+        log = tmp_path / f"spk{n}/gru_softmax/log/train.rank0.log"
+        log.parent.mkdir(parents=True)
+        log.write_text("".join(f"2026 INFO [trainer.py:349] epoch 1 step {i}/31 (global {i}): loss 1.0 "
+                               f"acc 0.5 lr 0.04 {r} utt/s\n" for i, r in enumerate(rates, 1))
+                       + "2026 INFO [trainer.py:378] epoch 1 done: loss 1.0 dev EER 10.00% (best)\n")
+    lines = scale_study.epoch_table(tmp_path, [250, 1000], 8)
+    assert lines[0] == "| training | 250 spk: utt/s, s/epoch | 1,000 spk: utt/s, s/epoch | b 250->1,000 |"
+    # medians 110 and 100 utt/s: 2,000 / 110 and 8,000 / 100 s an epoch
+    b = math.log((8000 / 100) / (2000 / 110)) / math.log(4)
+    assert lines[2] == f"| gru_softmax | 110, 18.2 | 100, 80.0 | {b:.2f} |"
+    assert scale_study.epoch_table(tmp_path / "none", [250], 8) == []

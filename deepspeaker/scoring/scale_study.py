@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,43 @@ def cost_table(exp: Path, sizes: Sequence[int], utts_per_spk: int) -> tuple[list
                    f"{totals[-1] / 60:.1f} min); all sizes together: {sum(totals) / 60:.1f} min.")
 
 
+# A trainer's progress line (deepspeaker/nnet/trainer.py): "... lr 0.04816 118.2 utt/s".
+RATE = re.compile(r" step \d+/\d+ .* ([0-9.]+) utt/s$")
+
+
+def train_rate(run_dir: Path) -> float | None:
+    """The median training rate (utterances a second) of one training's rank-0 log.
+
+    The steps a conf asks for grow slower than the data, so a stage's wall time says
+    little about whether training scales; the time of one epoch does: training
+    utterances over this rate (the dev EER each epoch adds a fixed eval-set cost)."""
+    log = run_dir / "log" / "train.rank0.log"
+    if not log.is_file():
+        return None
+    rates = [float(m.group(1)) for line in log.read_text(errors="replace").splitlines()
+             if (m := RATE.search(line))]
+    return statistics.median(rates) if rates else None
+
+
+def epoch_table(exp: Path, sizes: Sequence[int], utts_per_spk: int) -> list[str]:
+    """Seconds per training epoch of each network's trainings at each size, with b."""
+    runs = sorted({d.name for n in sizes for d in (exp / f"spk{n}").glob("*_softmax*")
+                   if (d / "log" / "train.rank0.log").is_file()})
+    if not runs:
+        return []
+    head = [f"{n:,} spk: utt/s, s/epoch" for n in sizes] + [f"b {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:])]
+    lines = ["| training | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for run in runs:
+        rates = [train_rate(exp / f"spk{n}" / run) for n in sizes]
+        epochs = [None if r is None else n * utts_per_spk / r for n, r in zip(sizes, rates)]
+        cells = ["" if r is None else f"{r:.0f}, {e:.1f}" for r, e in zip(rates, epochs)]
+        for (a, ea), (b, eb) in zip(zip(sizes, epochs), zip(sizes[1:], epochs[1:])):
+            e = exponent(ea, eb, a, b) if ea and eb else None
+            cells.append("" if e is None else f"{e:.2f}")
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_study(points: list[Point], path: Path, title: str) -> None:
     """EER, minDCF and ACC against the number of training speakers (log axis)."""
     import matplotlib
@@ -286,6 +324,11 @@ def write_study(exp: Path, data: Path, sizes: Sequence[int], utts_per_spk: int, 
              "training utterances (for generation: the utterances that size made), so b <= 1 "
              "is no worse than linear; eval-bound steps work mostly on the fixed eval set.", "",
              *costs, "", dominant, ""]
+    epochs = epoch_table(exp, sizes, utts_per_spk)
+    if epochs:
+        lines += ["Training per epoch: the median rate of each training's progress lines "
+                  "(both networks train side by side, as the recipe runs them) and the "
+                  "training utterances over it; b as above, per epoch.", "", *epochs, ""]
     out = exp / "RESULTS.md"
     with atomic_write(out) as f:
         f.write("\n".join(lines))

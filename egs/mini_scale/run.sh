@@ -36,7 +36,11 @@ augment_conf=""         # none: the 4,000 point with augmentation (4x the uttera
   # the 90-minute budget on 2 cores; any conf of ../../conf works
 asnorm_top_n=0          # no AS-norm (the back ends of the study: cosine and PLDA)
 report_title="egs/mini_scale: training-size study"
+_shared_confs="$ivector_conf $nnet_conf_dir"
 parse_recipe_options "$@"
+# Each size reads its own confs; the shared options naming one conf for all would be ignored.
+[ "$ivector_conf $nnet_conf_dir" = "$_shared_confs" ] \
+  || die "--ivector-conf and --nnet-conf-dir do not apply here: each size reads SIZE_CONF_DIR/spk<N>/ (--size-conf-dir)"
 
 if [ -n "$size" ]; then
   # One point: egs/mini's recipe on N training speakers, in data/spk<N> and exp/spk<N>.
