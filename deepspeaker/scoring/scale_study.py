@@ -197,6 +197,15 @@ def exponent(t0: float, t1: float, n0: float, n1: float) -> float | None:
     return None if t0 <= 0 or t1 <= 0 or n0 == n1 else math.log(t1 / t0) / math.log(n1 / n0)
 
 
+def growth_cells(times: Sequence[float | None], work: Sequence[float | None]) -> list[str]:
+    """The exponent b of each pair of consecutive sizes, "" where a time or work is missing."""
+    cells = []
+    for t0, t1, n0, n1 in zip(times, times[1:], work, work[1:]):
+        e = exponent(t0, t1, n0, n1) if t0 and t1 and n0 and n1 else None
+        cells.append("" if e is None else f"{e:.2f}")
+    return cells
+
+
 def _work(exp: Path, step: str, size: int, utts_per_spk: int) -> float | None:
     """What a step's cost is measured against: training utterances; made ones for step 0."""
     return generated(exp, size) if step == "0" else size * utts_per_spk
@@ -217,10 +226,8 @@ def cost_table(exp: Path, sizes: Sequence[int], utts_per_spk: int) -> tuple[list
         if not any(rows):
             continue
         cells = ["" if r is None else f"{r.wall_s:.0f} ({r.max_rss_mb:,.0f})" for r in rows]
-        for (a, ra), (b, rb) in zip(zip(sizes, rows), zip(sizes[1:], rows[1:])):
-            wa, wb = _work(exp, step, a, utts_per_spk), _work(exp, step, b, utts_per_spk)
-            e = exponent(ra.wall_s, rb.wall_s, wa, wb) if ra and rb and wa and wb else None
-            cells.append("" if e is None else f"{e:.2f}")
+        cells += growth_cells([r and r.wall_s for r in rows],
+                              [_work(exp, step, n, utts_per_spk) for n in sizes])
         lines.append(f"| {label}{' (eval-bound)' if step in EVAL_BOUND else ''} | " + " | ".join(cells) + " |")
     totals = [sum(r.wall_s for k, r in timing.items() if k[0] == n) for n in sizes]
     lines.append("| **total** | " + " | ".join(f"**{t / 60:.1f} min**" for t in totals)
@@ -263,9 +270,7 @@ def epoch_table(exp: Path, sizes: Sequence[int], utts_per_spk: int) -> list[str]
         rates = [train_rate(exp / f"spk{n}" / run) for n in sizes]
         epochs = [None if r is None else n * utts_per_spk / r for n, r in zip(sizes, rates)]
         cells = ["" if r is None else f"{r:.0f}, {e:.1f}" for r, e in zip(rates, epochs)]
-        for (a, ea), (b, eb) in zip(zip(sizes, epochs), zip(sizes[1:], epochs[1:])):
-            e = exponent(ea, eb, a, b) if ea and eb else None
-            cells.append("" if e is None else f"{e:.2f}")
+        cells += growth_cells(epochs, list(sizes))
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     return lines
 
