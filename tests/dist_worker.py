@@ -15,13 +15,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepspeaker.nnet.data import draw_classes
 from deepspeaker.nnet.distributed import (DistInfo, all_gather_with_grad, all_reduce_mean, barrier,
                                           broadcast_from_main, cleanup, init_distributed, is_main,
                                           rank_log_file)
+from deepspeaker.nnet.objectives import SampledHead
 from deepspeaker.nnet.triplet import GlobalTripletLoss
 
 WORLD = 2
@@ -86,6 +89,32 @@ def train(info: DistInfo, selection: str = "hardest") -> tuple[dict[str, torch.T
         opt.step()
         history.append(as_floats(stats))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
+
+
+def train_sampled(info: DistInfo) -> dict[str, torch.Tensor]:
+    """STEPS of a partial softmax (10 of 20 classes, weight decay on): DDP for the embedder,
+    :class:`SampledHead` for the head, as the trainer runs them."""
+    model = make_model()
+    net = nn.parallel.DistributedDataParallel(model) if info.distributed else model
+    torch.manual_seed(1)
+    head = nn.Linear(EMB_DIM, 20).double()
+    sampled = SampledHead(head, MOMENTUM, 0.01, info)
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+    for step in range(STEPS + 1):
+        gen = torch.Generator().manual_seed(100 + step)
+        x = torch.randn(PAIRS, IN_DIM, generator=gen, dtype=torch.float64)
+        labels = torch.randint(0, 20, (PAIRS,), generator=gen).numpy()
+        classes = draw_classes(labels, 20, 10, np.random.default_rng(step))
+        targets = torch.as_tensor(np.searchsorted(classes, labels))
+        sl = local_slice(info, PAIRS)
+        logits = F.linear(16 * embed(net, x[sl]), *sampled.take(torch.as_tensor(classes)))
+        opt.zero_grad()
+        F.cross_entropy(logits, targets[sl]).backward()
+        opt.step()
+        sampled.update(LR)
+    return {**{k: v.detach().clone() for k, v in model.state_dict().items()},
+            **{f"head.{k}": v.clone() for k, v in head.state_dict().items()},
+            **{f"momentum.{k}": v.clone() for k, v in sampled.state_dict().items()}}
 
 
 def fixed_embeddings(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,6 +186,7 @@ def main(out_dir: str) -> None:
 
     # (b) two DDP training steps.
     out["params"], out["history"] = train(info)
+    out["sampled"] = train_sampled(info)
 
     barrier(info)
     torch.save(out, Path(out_dir) / f"rank{info.rank}.pt")

@@ -188,3 +188,16 @@ def test_two_rank_ddp_step_equals_one_process(ranks, one_rank):
             assert got["prob_hard"] == ref["prob_hard"]
     assert all(h["loss"] > 0 for h in ref_history)
     assert any(h["remote_negative_frac"] > 0 for h in ranks[0]["history"])
+
+
+def test_two_rank_partial_softmax_equals_one_process(ranks, one_rank):
+    # (c) DDP for the embedder and the sampled head's own all-reduce and sparse momentum:
+    # two ranks with half the batch each take the steps of one process with all of it.
+    ref = W.train_sampled(one_rank)
+    for seen in ranks:
+        for k, v in ref.items():
+            diff = (seen["sampled"][k] - v).abs().max().item()
+            assert diff < TOL, f"rank {seen['rank']}: {k} differs by {diff:.3g}"
+    assert ref["momentum.weight"].abs().amax() > 1e-3
+    untouched = (ref["momentum.weight"] == 0).all(dim=1)
+    assert 0 < untouched.sum() < 20   # some classes were never drawn in the steps

@@ -18,8 +18,9 @@ Two kinds of settings live here:
   device, bf16 autocast, channels-last, the in-memory feature limit, the loader's
   workers and the checkpoint and log cadence.  They may change between restarts.
 
-Online augmentation (``spec_augment``, ``chunk_frames_range``) changes what is learnt,
-so it is part of the signature; at its default (off) it is left out of
+Online augmentation (``spec_augment``, ``chunk_frames_range``) and the partial softmax
+(``softmax.sample_classes``) change what is learnt, so they are part of the signature;
+at their default (off) they are left out of
 :meth:`TrainConfig.without_run_settings`, so that an experiment made before these
 keys existed keeps its signature and resumes.
 """
@@ -55,7 +56,9 @@ MODEL_NAMES = tuple(sorted(MODELS))
 RUN_SETTINGS = ("device", "save_every_steps", "log_every_steps", "amp", "channels_last",
                 "max_memory_gb", "loader")
 # Learnt-from settings left out of the signature while off (see the module docstring).
-OFF_BY_DEFAULT = {"spec_augment": dataclasses.asdict(SpecAugment()), "chunk_frames_range": None}
+# A dotted name is a key of a section.
+OFF_BY_DEFAULT = {"spec_augment": dataclasses.asdict(SpecAugment()), "chunk_frames_range": None,
+                  "softmax.sample_classes": 0}
 
 
 def _model_options(value: Any) -> Any:
@@ -91,6 +94,12 @@ class SoftmaxSection:
     # the embedding by a fixed scale (as in normalised-softmax / AM-softmax training)
     # gives logits a usable range from the first step.
     scale: Positive = 16.0
+    # 0: every training speaker's row in every step (the paper's softmax).  K > 0: a
+    # partial softmax over K classes per step, the global batch's own speakers plus
+    # others drawn at random (PartialFC's scheme), with the momentum of only those rows
+    # updated, so a step costs O(K) and not O(speakers): what keeps training per epoch
+    # linear in the data when the speakers grow (objectives.SampledHead).
+    sample_classes: NonNegativeInt = 0
 
 
 @dataclass
@@ -157,8 +166,13 @@ class TrainConfig:
 
     def without_run_settings(self) -> dict:
         """The config as a dict without :data:`RUN_SETTINGS`: what a resume must find unchanged."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in RUN_SETTINGS and not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}
+        values = {k: v for k, v in self.to_dict().items() if k not in RUN_SETTINGS}
+        for name, off in OFF_BY_DEFAULT.items():
+            *section, key = name.split(".")
+            holder = values[section[0]] if section else values
+            if key in holder and holder[key] == off:
+                del holder[key]
+        return values
 
 
 def train_config_from_dict(values: Mapping[str, Any] | None, where: str | None = None) -> TrainConfig:

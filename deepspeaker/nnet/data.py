@@ -741,11 +741,15 @@ class BatchPlan:
     of §3.3).  Each epoch, every speaker's utterances are shuffled and paired off
     consecutively (so every utterance with a partner appears once per epoch as anchor
     or positive), and all pairs are shuffled and cut into batches.
+
+    ``sample_classes=K`` (softmax, K > 0): each batch also carries the classes of a
+    partial softmax (:func:`draw_classes`) and the labels as positions among them, the
+    same on every rank, drawn from ``(seed, epoch, step)`` alone.
     """
 
     def __init__(self, feats: FeatureSet, stage: str, batch_size: int, chunk_frames: int,
                  seed: int = 0, chunk_frames_range: Sequence[int] | None = None,
-                 spec_augment: SpecAugment | None = None):
+                 spec_augment: SpecAugment | None = None, sample_classes: int = 0):
         if stage not in STAGES:
             raise ValueError(f"stage={stage!r}: expected one of {', '.join(STAGES)}")
         if batch_size < 1 or chunk_frames < 1:
@@ -757,6 +761,7 @@ class BatchPlan:
         self.chunk_frames_range = check_chunk_range(chunk_frames_range)
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
         self.seed = seed
+        self.sample_classes = sample_classes if stage == "softmax" else 0
         self._epoch: int | None = None
         self._order: np.ndarray | None = None
         groups = [g for g in feats.by_speaker() if len(g) >= 2]
@@ -834,11 +839,36 @@ class BatchPlan:
             self.spec_augment.apply_rows(chunks, rows, (len(flat), *shape[1:]), masks)
             if timer is not None:
                 timer["augment"] = timer.get("augment", 0.0) + time.perf_counter() - t
-        idx = idx[part]
         if self.stage == "softmax":
-            return {"feats": chunks, "labels": self.feats.labels[idx]}
+            labels = self.feats.labels[idx[part]]
+            if not self.sample_classes:
+                return {"feats": chunks, "labels": labels}
+            classes = draw_classes(self.feats.labels[idx], len(self.feats.speakers),
+                                   self.sample_classes, np.random.default_rng([self.seed, epoch, step, 4]))
+            return {"feats": chunks, "labels": labels, "classes": classes,
+                    "targets": np.searchsorted(classes, labels)}
+        idx = idx[part]
         n = len(idx)
         return {"anchor": chunks[:n], "positive": chunks[n:], "speakers": self.feats.labels[idx[:, 0]]}
+
+
+def draw_classes(labels: np.ndarray, num_classes: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """The sorted classes of one partial-softmax step: every class in ``labels`` (the global
+    batch's), then others drawn uniformly without replacement up to ``k`` in all.
+
+    The batch's own classes must be there (their logits are the targets); more than ``k``
+    of them keep them all.  The others are the j-th classes not in ``labels``, for ``j``
+    drawn from ``range(num_classes - len(positives))``, so nothing is drawn twice and the
+    cost is that of the draw, not of ``num_classes``.
+    """
+    positives = np.unique(labels).astype(np.int64)
+    extra = min(k, num_classes) - len(positives)
+    if extra <= 0:
+        return positives
+    j = np.sort(rng.choice(num_classes - len(positives), size=extra, replace=False))
+    # the j-th non-positive class is j plus the positives at or below it
+    others = j + np.searchsorted(positives - np.arange(len(positives)), j, side="right")
+    return np.union1d(positives, others)
 
 
 def pad_batch(mats: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

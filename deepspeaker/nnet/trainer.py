@@ -196,7 +196,8 @@ def load_data(config: TrainConfig, train_dir, dev_dir, info: DistInfo):
                                 max_memory_gb=config.max_memory_gb)
     plan = BatchPlan(train_set, config.stage, config.batch_size, config.chunk_frames, config.seed,
                      chunk_frames_range=config.chunk_frames_range,
-                     spec_augment=config.spec_augment)
+                     spec_augment=config.spec_augment,
+                     sample_classes=config.softmax.sample_classes)
     if config.batch_size % info.world_size:
         raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                           f"{info.world_size} ranks")
@@ -338,6 +339,7 @@ def train_step(run: TrainingRun, state: TrainState) -> tuple[float, Step]:
     step = run.objective.compute(run.forward, batch)
     step.loss.backward()
     run.optimizer.step()
+    run.objective.step(lr)
     return lr, step
 
 
