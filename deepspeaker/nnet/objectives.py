@@ -80,8 +80,8 @@ class SampledHead:
     """The rows of a softmax head one step uses, and their SGD update with sparse momentum.
 
     A full head costs every step O(speakers) three times over: its matmuls, its gradient
-    and the optimizer's pass over its momentum (4,000 -> 16,000 speakers: 21 -> 67 ms a
-    step on one core, beside a ~320 ms GRU step).  Here the head's parameters are taken
+    and the optimizer's pass over its momentum (4,000 -> 16,000 speakers: 19 -> 67 ms a
+    step on one core, beside a ~255 ms step of the study's GRU).  Here the head's parameters are taken
     out of autograd (so neither DDP nor the optimizer sees them): :meth:`take` copies the
     step's rows into leaf tensors for the forward, and :meth:`update` averages their
     gradients over ranks (what DDP does for the rest) and applies torch's SGD rule to those
