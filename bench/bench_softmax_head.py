@@ -28,6 +28,7 @@ t_0) / log(N / N_0)``).  Target: ``b`` at most 1.02 for the partial softmax at e
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import sys
@@ -62,7 +63,7 @@ def make_step(args, num_classes: int, partial: bool):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn((args.batch_size, args.chunk_frames, NUM_BINS), generator=gen)
     labels = np.random.default_rng(2).integers(0, num_classes, args.batch_size)
-    draws = iter(range(1 << 30))
+    draws = itertools.count()
     net.train()
 
     def step():

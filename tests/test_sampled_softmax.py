@@ -56,10 +56,9 @@ def test_plan_carries_the_same_classes_on_every_rank(train_dev):
     assert "classes" not in BatchPlan(feats, "softmax", 16, 32, seed=3).batch(0, 1)
 
 
-def _train(tmp_path, name, max_steps, **over):
-    conf = write_config(tmp_path / f"{name}.yaml", base_config(save_every_steps=100, **over))
-    exp = tmp_path / name
-    return conf, exp, max_steps
+def _conf(tmp_path, name, **over):
+    """A training config (checkpoints only where a run stops) in ``tmp_path/<name>.yaml``."""
+    return write_config(tmp_path / f"{name}.yaml", base_config(save_every_steps=100, **over))
 
 
 def _run(train_dir, conf, exp, max_steps):
@@ -77,9 +76,9 @@ def _close(a: dict, b: dict, tol: float) -> None:
 def test_every_class_drawn_is_the_full_softmax(train_dev, tmp_path, one_torch_thread):
     # weight decay on: the sampled rule applies it as torch's SGD does
     opt = {"lr_start": 0.05, "lr_end": 0.005, "momentum": 0.9, "weight_decay": 0.01}
-    full = _run(train_dev[0], *_train(tmp_path, "full", 5, optimizer=opt))
-    every = _run(train_dev[0], *_train(tmp_path, "every", 5, optimizer=opt,
-                                       softmax={"sample_classes": 12}))
+    full = _run(train_dev[0], _conf(tmp_path, "full", optimizer=opt), tmp_path / "full", 5)
+    every = _run(train_dev[0], _conf(tmp_path, "every", optimizer=opt, softmax={"sample_classes": 12}),
+                 tmp_path / "every", 5)
     _close(full["model"], every["model"], TOL)
     _close(full["objective"]["head"], every["objective"]["head"], TOL)
     # the optimizer's momentum of the full head is the sampled head's own, which the
@@ -93,8 +92,8 @@ def test_every_class_drawn_is_the_full_softmax(train_dev, tmp_path, one_torch_th
 def test_a_step_moves_only_its_rows_and_resume_and_workers_change_nothing(train_dev, tmp_path,
                                                                           one_torch_thread):
     train_dir = train_dev[0]
-    conf, exp, _ = _train(tmp_path, "sparse", 0, softmax={"sample_classes": 10},
-                          loader={"num_workers": 2})
+    conf = _conf(tmp_path, "sparse", softmax={"sample_classes": 10}, loader={"num_workers": 2})
+    exp = tmp_path / "sparse"
     start = _run(train_dir, conf, exp, 0)["objective"]["head"]["weight"]
     first = _run(train_dir, conf, exp, 1)["objective"]["head"]["weight"]
     plan = BatchPlan(FeatureSet.load(train_dir, min_frames=10), "softmax", 16, 32, seed=3,
@@ -104,12 +103,11 @@ def test_a_step_moves_only_its_rows_and_resume_and_workers_change_nothing(train_
     moved = (first - start).abs().amax(dim=1) > 0
     assert moved.tolist() == drawn.tolist() and 0 < drawn.sum() < 12
     resumed = _run(train_dir, conf, exp, 5)          # 1 -> 5, across the epoch's end
-    straight = _run(train_dir, *_train(tmp_path, "straight", 5, softmax={"sample_classes": 10},
-                                       loader={"num_workers": 0}))
+    straight = _run(train_dir, _conf(tmp_path, "straight", softmax={"sample_classes": 10},
+                                     loader={"num_workers": 0}), tmp_path / "straight", 5)
     assert resumed["global_step"] == straight["global_step"] == 5
-    for part in ("model",):
-        for key, value in straight[part].items():
-            assert torch.equal(value, resumed[part][key]), key
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
     for part in ("head", "head_momentum"):
         for key, value in straight["objective"][part].items():
             assert torch.equal(value, resumed["objective"][part][key]), (part, key)
@@ -124,7 +122,7 @@ def test_torchrun_two_ranks_partial_softmax(train_dev, tmp_path):
     # The step arithmetic of two ranks is test_distributed's (c); here the trainer runs it
     # under DDP, with the head's parameters out of DDP's reach.
     train_dir = train_dev[0]
-    conf, _, _ = _train(tmp_path, "c", 3, softmax={"sample_classes": 10}, device="cpu")
+    conf = _conf(tmp_path, "c", softmax={"sample_classes": 10}, device="cpu")
     r = run_torchrun(["-m", "deepspeaker.bin.train_embedding", "--config", str(conf),
                       "--max-steps", "3", str(train_dir), "-", str(tmp_path / "two")],
                      timeout=TORCHRUN_TIMEOUT_S)
