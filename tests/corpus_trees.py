@@ -5,7 +5,8 @@ LibriSpeech (``<subset>/<spk>/<chapter>/*.flac`` and SPEAKERS.TXT), VoxCeleb1/2
 (``wav/<spk>/<youtube_id>/<nnnnn>.wav``, the dev/ + test/ split, VoxCeleb2's
 ``dev/aac/...`` m4a) with official-format trial lists, and CN-Celeb
 (``CN-Celeb_flac/{data,dev,eval}/...`` with its lists), with the ids and Kaldi trial
-lines the prep scripts must give for them; speechocean762 (``WAVE/SPEAKER<spk>/<utt>.flac``
+lines the prep scripts must give for them; librispeech-mini (``<spk>/*_seg<k>.flac``
+and SPEAKERS.tsv); speechocean762 (``WAVE/SPEAKER<spk>/<utt>.flac``
 or ``.WAV`` and the Kaldi-style lists of ``train/`` and ``test/``).  tests/test_prep_*.py and
 tests/test_recipes_stage0.py import them from here.
 """
@@ -71,6 +72,53 @@ LS_TREE = {
 LS_ARGS = ["--train-subsets", "train-clean-100", "--dev-subsets", "dev-clean",
            "--eval-subsets", "test-clean"]
 LS_SETS = {"train": "train-clean-100", "dev": "dev-clean", "eval": "test-clean"}
+
+
+# ---------------------------------------------------------------- librispeech-mini
+
+TSV_HEADER = ("speaker\tgender\tlibrispeech_subset\tlibrispeech_minutes\treader_name\tn_utts\t"
+              "total_dur_s\tsource_utt\tsource_dur_s\n")
+# speaker -> (sex, chapter, segment indices): 6 women and 6 men, one of each with a
+# single segment (never eval or dev); "103"/"1034" check bytewise order.
+MINI = {
+    "19": ("F", "198", [0]),
+    "32": ("F", "21625", [0, 2, 3]),
+    "40": ("F", "222", [0, 3]),
+    "103": ("F", "1240", [0, 3]),
+    "1069": ("F", "133699", [0, 3]),
+    "211": ("F", "122425", [0, 1, 2]),
+    "26": ("M", "495", [0]),
+    "27": ("M", "123349", [0, 3]),
+    "1034": ("M", "121119", [0, 1]),
+    "1081": ("M", "125237", [0, 2]),
+    "118": ("M", "47824", [0, 4]),
+    "200": ("M", "126784", [0, 1, 2]),
+}
+SINGLE = {"19", "26"}
+
+
+def mini_utt(spk: str, k: int, speakers: dict | None = None) -> str:
+    return f"{spk}-{(MINI if speakers is None else speakers)[spk][1]}-0000_seg{k}"
+
+
+def make_mini(root: Path, speakers: dict | None = None, samples: int = 8000) -> Path:
+    """librispeech-mini's ``<spk>/<utt>_seg<k>.flac`` and SPEAKERS.tsv for ``speakers``
+    (default MINI), the n-th file ``samples + 400 n`` samples long."""
+    speakers = MINI if speakers is None else speakers
+    n = 0
+    rows = []
+    for spk, (sex, chapter, segs) in speakers.items():
+        for k in segs:
+            write_flac(root / spk / f"{mini_utt(spk, k, speakers)}.flac", samples + 400 * n, n)
+            n += 1
+        rows.append(f"{spk}\t{sex}\ttrain-clean-100\t25.19\tReader {spk}\t{len(segs)}\t"
+                    f"{len(segs) * 0.5:.2f}\t{spk}-{chapter}-0000\t9.99\n")
+    (root / "SPEAKERS.tsv").write_text(TSV_HEADER + "".join(rows))
+    # What the real folder has beside the audio: ignored by the prep.
+    (root / "README.md").write_text("# fake\n")
+    (root / "wav.scp").write_text("")
+    return root
+
 
 
 def speakers_txt_line(spk: str, sex: str, subset: str, name: str) -> str:

@@ -95,3 +95,35 @@ def test_fix_data_dir_filters_utt2aug(tmp_path):
     assert (d / "utt2aug").read_text() == ("s1-a kind=noise seed=0 snr=5\n"
                                            "s1-b kind=reverb seed=0\n")
     assert "s1-c" not in (d / "utt2spk").read_text()
+
+
+def test_corpus_prefixes_keep_same_named_speakers_apart(tmp_path, capfd):
+    """--prefix per source (copy_data_dir.sh --utt-prefix --spk-prefix, then combine): two
+    corpora with the same speaker and utterance ids become two sets of speakers."""
+    a = make_data(tmp_path, "a", num_spk=2)
+    b = make_data(tmp_path / "x", "b", num_spk=2)
+    write_map(b / "utt2uniq", {u: u for u in read_map(b / "utt2spk")})
+    write_map(a / "utt2uniq", {u: u for u in read_map(a / "utt2spk")})
+    assert stage.main(["--prefix", "so-", "--prefix", "ls-", str(tmp_path / "all"),
+                       str(a), str(b)]) == 0
+    d = DataDir.load(tmp_path / "all")
+    assert d.spk2utt["so-s1"] == ["so-s1-u0", "so-s1-u1"]
+    assert d.spk2utt["ls-s1"] == ["ls-s1-u0", "ls-s1-u1"] and len(d.spk2utt) == 4
+    assert d.spk2gender == {"so-s0": "m", "so-s1": "f", "ls-s0": "m", "ls-s1": "f"}
+    assert d.utt2uniq["ls-s0-u1"] == "ls-s0-u1"
+    assert d.wav_scp["ls-s0-u0"] == read_map(b / "wav.scp")["s0-u0"]
+    assert not [p for p in validate_data_dir(tmp_path / "all") if p.severity == "error"]
+    # A segmented source keeps its recording ids; its segments name them.
+    write_map(b / "wav.scp", {"recB": read_map(b / "wav.scp")["s0-u0"]})
+    write_map(b / "segments", {u: "recB 0.0 0.5" for u in read_map(b / "utt2spk")})
+    assert stage.main(["--prefix", "so-", "--prefix", "ls-", str(tmp_path / "seg"),
+                       str(a), str(b)]) == 0
+    d = DataDir.load(tmp_path / "seg")
+    assert d.segments["ls-s1-u0"] == ("recB", 0.0, 0.5) and "recB" in d.wav_scp
+    # One prefix for two sources, or an empty one: one line each, nothing written.
+    capfd.readouterr()
+    assert stage.main(["--prefix", "so-", str(tmp_path / "bad"), str(a), str(b)]) == 1
+    assert stage.main(["--prefix", "", "--prefix", "ls-", str(tmp_path / "bad"), str(a), str(b)]) == 1
+    err = capfd.readouterr().err
+    assert "1 prefixes for 2 source dirs" in err and "prefix '' must be non-empty" in err
+    assert "Traceback" not in err and not (tmp_path / "bad" / "utt2spk").exists()

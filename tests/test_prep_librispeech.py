@@ -21,15 +21,27 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
-from deepspeaker.data import validate_data_dir
 from corpus_trees import (
-    LS_ARGS, LS_SETS, LS_TREE, READERS, SPEAKERS_TXT_HEAD, ls_expected, make_librispeech,
-    snapshot, speakers_txt_line, write_flac)
+    LS_ARGS,
+    LS_SETS,
+    LS_TREE,
+    MINI,
+    READERS,
+    SINGLE,
+    SPEAKERS_TXT_HEAD,
+    ls_expected,
+    make_librispeech,
+    make_mini,
+    mini_utt,
+    snapshot,
+    speakers_txt_line,
+    write_flac,
+)
 from prep_checks import assert_failed, ok, table
 from prep_checks import run_prep as run
+
+from deepspeaker.data import prep, validate_data_dir
 from deepspeaker.data.kaldi_dir import sorted_ids
-from deepspeaker.data import prep
 from deepspeaker.data.prep import DataPrepError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,47 +228,6 @@ def test_librispeech_rerun_replaces_dirs(tmp_path, librispeech):
 
 
 # --------------------------------------------------------------------------- librispeech-mini
-
-TSV_HEADER = ("speaker\tgender\tlibrispeech_subset\tlibrispeech_minutes\treader_name\tn_utts\t"
-              "total_dur_s\tsource_utt\tsource_dur_s\n")
-# speaker -> (sex, chapter, segment indices): 6 women and 6 men, one of each with a
-# single segment (never eval or dev); "103"/"1034" check bytewise order.
-MINI = {
-    "19": ("F", "198", [0]),
-    "32": ("F", "21625", [0, 2, 3]),
-    "40": ("F", "222", [0, 3]),
-    "103": ("F", "1240", [0, 3]),
-    "1069": ("F", "133699", [0, 3]),
-    "211": ("F", "122425", [0, 1, 2]),
-    "26": ("M", "495", [0]),
-    "27": ("M", "123349", [0, 3]),
-    "1034": ("M", "121119", [0, 1]),
-    "1081": ("M", "125237", [0, 2]),
-    "118": ("M", "47824", [0, 4]),
-    "200": ("M", "126784", [0, 1, 2]),
-}
-SINGLE = {"19", "26"}
-
-
-def mini_utt(spk: str, k: int) -> str:
-    return f"{spk}-{MINI[spk][1]}-0000_seg{k}"
-
-
-def make_mini(root: Path) -> Path:
-    n = 0
-    rows = []
-    for spk, (sex, chapter, segs) in MINI.items():
-        for k in segs:
-            write_flac(root / spk / f"{mini_utt(spk, k)}.flac", 8000 + 400 * n, n)
-            n += 1
-        rows.append(f"{spk}\t{sex}\ttrain-clean-100\t25.19\tReader {spk}\t{len(segs)}\t"
-                    f"{len(segs) * 0.5:.2f}\t{spk}-{chapter}-0000\t9.99\n")
-    (root / "SPEAKERS.tsv").write_text(TSV_HEADER + "".join(rows))
-    # What the real folder has beside the audio: ignored by the prep.
-    (root / "README.md").write_text("# fake\n")
-    (root / "wav.scp").write_text("")
-    return root
-
 
 def tsv_line(spk: str) -> int:
     return list(MINI).index(spk) + 2

@@ -101,6 +101,8 @@ parse_recipe_options() {
   train_set=train
   dev_set=dev
   eval_set="eval"
+  eval_sets=""   # several eval sets, the first the main one (utils/stages.sh); "": eval_set
+  cross_eval_sets > /dev/null   # a bad --cross-corpora fails here, before any stage
 }
 
 # True when stage FIRST (or any stage of FIRST..LAST) is in --stage..--stop-stage.
@@ -124,8 +126,40 @@ prepare_data() {
   log "stage 0: $* (data dirs in $data)"
   rm -f "$marker"
   "$@"
-  for x in $train_set $dev_set $eval_set; do validate_data_dir.sh "$data/$x"; done
+  for x in $train_set $dev_set ${eval_sets:-$eval_set}; do validate_data_dir.sh "$data/$x"; done
   python -m deepspeaker.bin.stage_marker write "$marker" "${sig[@]}"
+}
+
+# An absolute path of PATH (another recipe runs in its own folder).
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+
+# Stage 0 of the recipe egs/CORPUS (its own split, with its defaults and OPTIONS...) into
+# $data/CORPUS, logged under $exp/prep/CORPUS, then its eval set as $data/eval_CORPUS (the
+# same utterances and ids; from stage 2 the same trials, by $trials_opts_eval_CORPUS).
+# That recipe's marker skips a prep already made; the copy is redone (it is cheap).  Its
+# own --cross-corpora are not prepared (two recipes naming each other would never end).
+#   prepare_corpus CORPUS [OPTIONS...]
+prepare_corpus() {
+  local c=$1
+  shift
+  log "stage 0: egs/$c's stage 0 $* (data dirs in $data/$c)"
+  "$DS_ROOT/egs/$c/run.sh" --stage 0 --stop-stage 0 --seed "$seed" --data "$(abspath "$data/$c")" \
+    --exp "$(abspath "$exp/prep/$c")" --cross-corpora "" "$@"
+  python -m deepspeaker.bin.combine_data_dir "$data/eval_$c" "$data/$c/eval"
+}
+# The trial options of each real corpus' eval set, as its own recipe sets --trials-opts
+# (its speakers' utterance counts; tests/test_recipe_real_speech.py checks they agree).
+trials_opts_eval_speechocean762="--enroll-counts 1,2,3,5"
+trials_opts_eval_librispeech_mini="--enroll-counts 1,2"
+
+# The eval sets of --cross-corpora, after the recipe's own (stage 0 prepares them).
+cross_eval_sets() {
+  local c
+  for c in $cross_corpora; do
+    [[ $c =~ ^[A-Za-z0-9_]+$ ]] && [ -x "$DS_ROOT/egs/$c/run.sh" ] \
+      || die "--cross-corpora: '$c' is not a recipe under egs/ (letters, digits and _)"
+    echo "eval_$c"
+  done
 }
 
 # The shared options (see the top of this file for the rule).
@@ -158,6 +192,9 @@ asnorm_top_n=300      # AS-norm of every system's main-list scores (stages 5, 9,
 trials_opts=""        # more make_trials options, e.g. "--enroll-counts 1,2" (stage 2)
 train_fractions=""    # e.g. "0.25 0.5": stage 11, the training-size study (paper T7)
 transfer_from=""      # an exp/ dir of another recipe: stage 12, transfer (paper T9/T10)
+cross_corpora=""      # recipes under egs/ (e.g. "speechocean762") whose eval sets every system is
+  # also scored on, as eval_<corpus> (stage 0 runs their stage 0): training on one corpus,
+  # testing on another
 augment_conf=../../conf/augment_quick.yaml     # offline augmentation of the networks' training
   # set (stage 1; the full Kaldi v2 setting: $DS_ROOT/conf/augment.yaml); "" for none
 rirs_dir=""           # a RIRS_NOISES folder (measured and simulated RIRs); "": simulated here

@@ -10,7 +10,13 @@
 # ivector_conf nnet_conf_dir nnet_models nnet_strategies fusion_strategy nnet_backends
 # nnet_backend_conf nnet_lda_dim nnet_backend_set nnet_parallel trials_opts train_fractions transfer_from
 # max_failed_fraction report_title augment_conf rirs_dir musan_dir ablation asnorm_top_n) and the data dir
-# names train_set dev_set eval_set under $data (dev_set may be "").
+# names train_set dev_set eval_set under $data (dev_set may be "") and, optionally,
+# eval_sets: several eval sets, the first the main one (it is eval_set then); the eval
+# sets of --cross-corpora (eval_<corpus>, prepared here in stage 0) come after them.  Every
+# system is scored on each eval set (stages 2, 4-5, 8-10, 11, 12), into scores/ for the
+# main one and scores_<set>/ for the others; the main one alone gets the operating points,
+# the per-system RESULTS.md and the report's tables, and RESULTS.md a table of every
+# eval set.  A set's trial options are $trials_opts_<set> when the recipe sets one.
 #
 # Stages: 1 fbank + VAD, 2 trials + MFCC-stats reference, 3 UBM, 4 T-matrix + i-vectors,
 # 5 LDA/PLDA scoring, 6 softmax pre-training, 7 triplet training, 8 embedding
@@ -57,7 +63,30 @@ unset _s
 # cluster job waits on others.  --cmd is shell words and may quote its own options: eval.
 #   run_cmd LOG COMMAND...
 run_cmd() { eval "$cmd" '"$@"'; }
-eval_dir=$data/$eval_set
+[ -n "${eval_sets:-}" ] || eval_sets=$eval_set
+for _e in $(cross_eval_sets); do
+  case " $eval_sets " in *" $_e "*) ;; *) eval_sets="$eval_sets $_e" ;; esac
+done
+if in_stages 0; then
+  for _c in $cross_corpora; do prepare_corpus "$_c"; done
+fi
+read -r -a _evs <<< "$eval_sets"
+main_eval_set=${_evs[0]}
+unset _evs
+# use_eval_set SET: the eval set the scoring functions below work on: eval_set, eval_dir,
+# sc (its score dir name: scores for the main set, scores_SET for another, the rule of
+# deepspeaker.scoring.experiment.score_dir_name) and ev (_SET or nothing, for log names).
+use_eval_set() {
+  eval_set=$1 eval_dir=$data/$1 sc=scores ev=""
+  [ "$1" = "$main_eval_set" ] || { sc=scores_$1 ev=_$1; }
+}
+# for_each_eval_set COMMAND...: COMMAND with each eval set in use, then the main one again.
+for_each_eval_set() {
+  local e
+  for e in $eval_sets; do use_eval_set "$e"; "$@"; done
+  use_eval_set "$main_eval_set"
+}
+use_eval_set "$main_eval_set"
 # The networks' training set: the clean one, or it combined with its augmented copies
 # (stage 1, --augment-conf).  The i-vector system trains on the clean set.
 nnet_train_dir=$data/$train_set
@@ -110,13 +139,11 @@ asnorm_opts() {
   echo --asnorm-cohort "$1" --asnorm-data "$2" --asnorm-top-n "$asnorm_top_n" \
     --asnorm-save "$3/asnorm/$4.npz"
 }
-# Stages 8 and 9 for one experiment: embeddings of the eval set (and, for plda or AS-norm,
-# of its training set), the scores of every back end of --nnet-backends, and of the main
-# list after AS-norm (<method>_asnorm_trials, cohort: the training set's embeddings).
+# Stages 8 and 9 for one experiment: its PLDA (plda) and AS-norm cohort from its training
+# set's embeddings, then on every eval set the embeddings, the scores of every back end of
+# --nnet-backends, and of the main list after AS-norm (<method>_asnorm_trials).
 embed_and_score() {
-  local tag=$1 t lists train_dir="" bdir="" plda_lists=() enroll=()
-  run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
-    python -m deepspeaker.bin.extract_embeddings --nj "$nj" "$exp/$tag" "$eval_dir"
+  local tag=$1 train_dir="" bdir=""
   if has_backend plda || with_asnorm; then
     train_dir=$(python -m deepspeaker.bin.describe_system "$exp/$tag" --show train_set)
     if [ -n "$train_dir" ]; then
@@ -127,41 +154,48 @@ embed_and_score() {
     fi
   fi
   has_backend plda || train_dir=""
+  for_each_eval_set score_embeddings_on "$tag" "$train_dir" "$bdir"
+  # shellcheck disable=SC2086  # one word per back end
+  save_points "$exp/$tag" $nnet_backends
+  python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
+}
+# embed_and_score on the eval set in use: TRAIN_DIR (PLDA) and BDIR (AS-norm cohort) may
+# be "" for none.
+#   score_embeddings_on TAG TRAIN_DIR BDIR
+score_embeddings_on() {
+  local tag=$1 train_dir=$2 bdir=$3 t lists plda_lists=() enroll=()
+  run_jobs.sh "$exp/$tag/log/extract_$eval_set.log" \
+    python -m deepspeaker.bin.extract_embeddings --nj "$nj" "$exp/$tag" "$eval_dir"
   lists=$(eval_trials)
   for t in $lists; do
     if has_backend cosine; then
       # shellcheck disable=SC2046  # enroll_opt prints zero or two words
-      run_cmd "$exp/$tag/log/score_cosine_$t.log" python -m deepspeaker.bin.score_embeddings \
-        $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/scores/cosine_$t" \
+      run_cmd "$exp/$tag/log/score_cosine_$t$ev.log" python -m deepspeaker.bin.score_embeddings \
+        $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/$tag/$sc/cosine_$t" \
         "$exp/$tag/$eval_set/embedding.scp"
     fi
-    plda_lists+=("$eval_dir/$t" "$exp/$tag/scores/plda_$t")
+    plda_lists+=("$eval_dir/$t" "$exp/$tag/$sc/plda_$t")
   done
   if [ -n "$bdir" ] && with_asnorm && has_backend cosine; then
     # shellcheck disable=SC2046  # asnorm_opts prints options and their values
-    run_cmd "$exp/$tag/log/score_cosine_asnorm_trials.log" \
+    run_cmd "$exp/$tag/log/score_cosine_asnorm_trials$ev.log" \
       python -m deepspeaker.bin.score_embeddings $(asnorm_opts \
       "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" cosine) "$eval_dir" \
-      "$eval_dir/trials" "$exp/$tag/scores/cosine_asnorm_trials" "$exp/$tag/$eval_set/embedding.scp"
+      "$eval_dir/trials" "$exp/$tag/$sc/cosine_asnorm_trials" "$exp/$tag/$eval_set/embedding.scp"
   fi
-  if [ -n "$train_dir" ]; then
-    # Every list in one run, as each start pays for the imports (k-utterance models as
-    # ivector-plda-scoring --num-utts).
-    [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
-    run_cmd "$exp/$tag/log/score_plda.log" python -m deepspeaker.bin.score_plda \
-      --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
-      "${plda_lists[@]}"
-    if with_asnorm; then
-      # shellcheck disable=SC2046
-      run_cmd "$exp/$tag/log/score_plda_asnorm.log" python -m deepspeaker.bin.score_plda \
-        $(asnorm_opts "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" plda) \
-        --vectors "$exp/$tag/$eval_set/embedding.scp" "$exp/$tag" "$eval_dir" \
-        "$eval_dir/trials" "$exp/$tag/scores/plda_asnorm_trials"
-    fi
-  fi
-  # shellcheck disable=SC2086  # one word per back end
-  save_points "$exp/$tag" $nnet_backends
-  python -m deepspeaker.bin.summarize_scores --title "$tag ($report_title)" "$exp/$tag" "$eval_dir" > /dev/null
+  [ -n "$train_dir" ] || return 0
+  # Every list in one run, as each start pays for the imports (k-utterance models as
+  # ivector-plda-scoring --num-utts).
+  [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
+  run_cmd "$exp/$tag/log/score_plda$ev.log" python -m deepspeaker.bin.score_plda \
+    --vectors "$exp/$tag/$eval_set/embedding.scp" "${enroll[@]}" "$exp/$tag" "$eval_dir" \
+    "${plda_lists[@]}"
+  with_asnorm || return 0
+  # shellcheck disable=SC2046
+  run_cmd "$exp/$tag/log/score_plda_asnorm$ev.log" python -m deepspeaker.bin.score_plda \
+    $(asnorm_opts "$exp/$tag/${bdir##*/}/embedding.scp" "$bdir" "$exp/$tag" plda) \
+    --vectors "$exp/$tag/$eval_set/embedding.scp" "$exp/$tag" "$eval_dir" \
+    "$eval_dir/trials" "$exp/$tag/$sc/plda_asnorm_trials"
 }
 # The operating points of a system: its thresholds (EER, FAR 1% and 0.1%, minDCF) and
 # score calibration, fitted on half the anchors of the eval set's main list and measured
@@ -188,8 +222,10 @@ save_points() {
 }
 make_report() {
   log "report -> $exp/RESULTS.md"
-  python -m deepspeaker.bin.make_report --title "$report_title" --eval-set "$eval_set" \
-    --strategy "$fusion_strategy" "$exp" "$data"
+  local e others=()
+  for e in $eval_sets; do [ "$e" = "$main_eval_set" ] || others+=(--also-eval-set "$e"); done
+  python -m deepspeaker.bin.make_report --title "$report_title" --eval-set "$main_eval_set" \
+    "${others[@]}" --strategy "$fusion_strategy" "$exp" "$data"
 }
 # The ablation: the $fusion_strategy systems also trained on the clean set alone.
 with_ablation() { [ -n "$augment_conf" ] && [ "$ablation" = true ]; }
@@ -286,7 +322,7 @@ nnet_stages() {
     # PLDA trained on the system's training-set embeddings, as Kaldi's x-vector recipe;
     # stage 8 then embeds that set too).
     for tag in $(nnet_tags "$m"); do
-      log "stages 8-9: embeddings and $nnet_backends scores of $eval_dir with $exp/$tag/best.pt"
+      log "stages 8-9: embeddings and $nnet_backends scores on $eval_sets ($data) with $exp/$tag/best.pt"
       embed_and_score "$tag"
     done
   fi
@@ -399,7 +435,7 @@ copy_source_model() {
 if in_stages 1; then
   # 64-d log mel fbank, 25 ms / 10 ms, and energy VAD (paper §4.3).  Stored raw;
   # per-utterance CMVN on voiced frames is applied when features are read.
-  for x in $train_set $dev_set $eval_set; do
+  for x in $train_set $dev_set $eval_sets; do
     log "stage 1: fbank + VAD for $data/$x ($nj jobs, logs in $exp/make_fbank_vad/$x)"
     python -m deepspeaker.bin.compute_fbank_vad --config "$feat_conf" --nj "$nj" \
       --max-failed-fraction "$max_failed_fraction" "$data/$x" "$exp/make_fbank_vad/$x"
@@ -434,21 +470,26 @@ if in_stages 1; then
   fi
 fi
 
-if in_stages 2; then
-  # For every eval utterance 1 positive + 99 negatives (paper §4.1), and the same
-  # anchors against 1, 2, 3, 5-utterance enrollment models (paper T8).
+# Stage 2 on the eval set in use: for every eval utterance 1 positive + 99 negatives
+# (paper §4.1), and the same anchors against 1, 2, 3, 5-utterance enrollment models (paper
+# T8); then the bar every system must clear: 20-MFCC mean + std, cosine (no training).
+trials_and_reference() {
+  local t lists opts=$trials_opts own=trials_opts_$eval_set
+  [[ $own =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && [ -n "${!own+set}" ] && opts=${!own}
   log "stage 2: trials for $eval_dir"
-  # shellcheck disable=SC2086  # trials_opts holds several options
-  python -m deepspeaker.bin.make_trials --seed "$seed" $trials_opts "$eval_dir"
-  # The bar every system must clear: 20-MFCC mean + std, cosine (no training at all).
-  ref=$exp/mfcc_stats
-  mkdir -p "$ref/scores"
+  # shellcheck disable=SC2086  # the trial options are several words
+  python -m deepspeaker.bin.make_trials --seed "$seed" $opts "$eval_dir"
+  mkdir -p "$ref/$sc"
   lists=$(eval_trials)
   for t in $lists; do
     # shellcheck disable=SC2046  # enroll_opt prints zero or two words
     python -m deepspeaker.bin.score_mfcc_stats $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" \
-      "$ref/scores/cosine_$t"
+      "$ref/$sc/cosine_$t"
   done
+}
+ref=$exp/mfcc_stats
+if in_stages 2; then
+  for_each_eval_set trials_and_reference
   python -m deepspeaker.bin.describe_system "$ref" --kind reference
   python -m deepspeaker.bin.summarize_scores --title "MFCC-stats reference ($report_title)" \
     "$ref" "$eval_dir"
@@ -470,34 +511,37 @@ if in_stages 4; then
     python -m deepspeaker.bin.train_ivector_extractor --nj "$nj" --stats-only "$data/$train_set" "$ivec"
   run_cmd "$ivec/log/train_ivector_extractor.log" \
     python -m deepspeaker.bin.train_ivector_extractor --nj "$nj" "$data/$train_set" "$ivec"
-  for x in $train_set $eval_set; do
+  for x in $train_set $eval_sets; do
     run_jobs.sh "$ivec/log/extract_ivectors_$x.log" \
       python -m deepspeaker.bin.extract_ivectors --nj "$nj" "$ivec" "$data/$x"
   done
 fi
 
-if in_stages 5; then
-  # LDA + length norm + two-covariance PLDA; k-utterance enrollment scored as
-  # ivector-plda-scoring --num-utts does.  Cosine on the same vectors for comparison.
-  log "stage 5: LDA/PLDA and scoring"
-  run_cmd "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/$train_set"
-  mkdir -p "$ivec/scores"
+# Stage 5's scores on the eval set in use: PLDA and cosine of every list (k-utterance
+# enrollment as ivector-plda-scoring --num-utts), and of the main list after AS-norm (the
+# cohort: the training set's i-vectors).
+ivector_scores() {
+  local t lists method pairs enroll=()
+  mkdir -p "$ivec/$sc"
   lists=$(eval_trials)
-  enroll=()
   [ -f "$eval_dir/enroll2utt" ] && enroll=(--enroll2utt "$eval_dir/enroll2utt")
   for method in plda cosine; do
     # Every list in one run (each start pays for the imports and the i-vectors' load).
-    pairs=() ; for t in $lists; do pairs+=("$eval_dir/$t" "$ivec/scores/${method}_$t"); done
-    run_cmd "$ivec/log/score_$method.log" python -m deepspeaker.bin.score_plda \
+    pairs=() ; for t in $lists; do pairs+=("$eval_dir/$t" "$ivec/$sc/${method}_$t"); done
+    run_cmd "$ivec/log/score_$method$ev.log" python -m deepspeaker.bin.score_plda \
       --method "$method" "${enroll[@]}" "$ivec" "$eval_dir" "${pairs[@]}"
-    if with_asnorm; then
-      # The main list after AS-norm, the cohort: the training set's i-vectors.
-      # shellcheck disable=SC2046  # asnorm_opts prints options and their values
-      run_cmd "$ivec/log/score_${method}_asnorm.log" python -m deepspeaker.bin.score_plda \
-        --method "$method" $(asnorm_opts "$ivec/$train_set/ivector.scp" "$data/$train_set" \
-        "$ivec" "$method") "$ivec" "$eval_dir" "$eval_dir/trials" "$ivec/scores/${method}_asnorm_trials"
-    fi
+    with_asnorm || continue
+    # shellcheck disable=SC2046  # asnorm_opts prints options and their values
+    run_cmd "$ivec/log/score_${method}_asnorm$ev.log" python -m deepspeaker.bin.score_plda \
+      --method "$method" $(asnorm_opts "$ivec/$train_set/ivector.scp" "$data/$train_set" \
+      "$ivec" "$method") "$ivec" "$eval_dir" "$eval_dir/trials" "$ivec/$sc/${method}_asnorm_trials"
   done
+}
+if in_stages 5; then
+  # LDA + length norm + two-covariance PLDA; cosine on the same vectors for comparison.
+  log "stage 5: LDA/PLDA and scoring"
+  run_cmd "$ivec/log/train_plda.log" python -m deepspeaker.bin.train_plda "$ivec" "$data/$train_set"
+  for_each_eval_set ivector_scores
   save_points "$ivec" plda cosine
   python -m deepspeaker.bin.describe_system "$ivec" --kind ivector --train-set "$data/$train_set"
   python -m deepspeaker.bin.summarize_scores --title "i-vector baseline ($report_title)" "$ivec" "$eval_dir"
@@ -507,6 +551,42 @@ fi
 if in_stages 6 9; then
   for_each_model nnet_stages
 fi
+
+# Stage 10's fusions on the eval set in use, of the systems in $fused (and the AS-norm
+# cohort options in $fusion_cohort, from data dir $fusion_bdir): the embedding fusion
+# (concatenated normalised embeddings, by cosine) and the score fusion of every list;
+# after AS-norm, the embedding fusion against the fused cohort and the score fusion of the
+# members' AS-normed scores.
+fuse_on() {
+  local tag t lists scps=() scores=()
+  for tag in "${fused[@]}"; do
+    [ -f "$exp/$tag/$eval_set/embedding.scp" ] \
+      || { log "stage 10: $tag has no embeddings of $eval_dir; no fusion there"; return 0; }
+    scps+=("$exp/$tag/$eval_set/embedding.scp")
+  done
+  mkdir -p "$exp/fusion/$sc"
+  lists=$(eval_trials)
+  for t in $lists; do
+    scores=() ; for tag in "${fused[@]}"; do scores+=("$exp/$tag/$sc/cosine_$t"); done
+    # shellcheck disable=SC2046
+    run_cmd "$exp/fusion/log/embedding_$t$ev.log" python -m deepspeaker.bin.score_embeddings \
+      $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/fusion/$sc/embedding_$t" "${scps[@]}"
+    run_cmd "$exp/fusion/log/score_$t$ev.log" python -m deepspeaker.bin.fuse_scores \
+      "$eval_dir/$t" "$exp/fusion/$sc/score_$t" "${scores[@]}"
+  done
+  with_asnorm && [ "${#fusion_cohort[@]}" -gt 0 ] || return 0
+  run_cmd "$exp/fusion/log/embedding_asnorm_trials$ev.log" python -m deepspeaker.bin.score_embeddings \
+    "${fusion_cohort[@]}" --asnorm-data "$fusion_bdir" --asnorm-top-n "$asnorm_top_n" \
+    --asnorm-save "$exp/fusion/asnorm/embedding.npz" "$eval_dir" "$eval_dir/trials" \
+    "$exp/fusion/$sc/embedding_asnorm_trials" "${scps[@]}"
+  scores=()
+  for tag in "${fused[@]}"; do
+    [ -f "$exp/$tag/$sc/cosine_asnorm_trials" ] || return 0
+    scores+=("$exp/$tag/$sc/cosine_asnorm_trials")
+  done
+  run_cmd "$exp/fusion/log/score_asnorm_trials$ev.log" python -m deepspeaker.bin.fuse_scores \
+    "$eval_dir/trials" "$exp/fusion/$sc/score_asnorm_trials" "${scores[@]}"
+}
 
 if in_stages 10; then
   # Embedding fusion and score fusion of the $fusion_strategy models (paper T6), by
@@ -520,41 +600,16 @@ if in_stages 10; then
   read -r -a fused <<< "$fused"
   if [ "${#fused[@]}" -ge 2 ]; then
     log "stage 10: fusion of ${fused[*]}"
-    mkdir -p "$exp/fusion/scores"
-    scps=() ; for tag in "${fused[@]}"; do scps+=("$exp/$tag/$eval_set/embedding.scp"); done
     # The AS-norm cohort of the fusion: each member's training-set embeddings, fused.
-    cohort=() bdir=""
+    fusion_cohort=() fusion_bdir=""
     train_dir=$(python -m deepspeaker.bin.describe_system "$exp/${fused[0]}" --show train_set)
-    [ -n "$train_dir" ] && bdir=$(backend_dir "$train_dir")
+    [ -n "$train_dir" ] && fusion_bdir=$(backend_dir "$train_dir")
     for tag in "${fused[@]}"; do
-      [ -n "$bdir" ] && [ -f "$exp/$tag/${bdir##*/}/embedding.scp" ] || { cohort=(); break; }
-      cohort+=(--asnorm-cohort "$exp/$tag/${bdir##*/}/embedding.scp")
+      [ -n "$fusion_bdir" ] && [ -f "$exp/$tag/${fusion_bdir##*/}/embedding.scp" ] \
+        || { fusion_cohort=(); break; }
+      fusion_cohort+=(--asnorm-cohort "$exp/$tag/${fusion_bdir##*/}/embedding.scp")
     done
-    lists=$(eval_trials)
-    for t in $lists; do
-      scores=() ; for tag in "${fused[@]}"; do scores+=("$exp/$tag/scores/cosine_$t"); done
-      # shellcheck disable=SC2046
-      run_cmd "$exp/fusion/log/embedding_$t.log" python -m deepspeaker.bin.score_embeddings \
-        $(enroll_opt "$t") "$eval_dir" "$eval_dir/$t" "$exp/fusion/scores/embedding_$t" "${scps[@]}"
-      run_cmd "$exp/fusion/log/score_$t.log" python -m deepspeaker.bin.fuse_scores \
-        "$eval_dir/$t" "$exp/fusion/scores/score_$t" "${scores[@]}"
-    done
-    if with_asnorm && [ "${#cohort[@]}" -gt 0 ]; then
-      # After AS-norm: the embedding fusion against the fused cohort, and the score fusion
-      # of the members' AS-normed scores.
-      run_cmd "$exp/fusion/log/embedding_asnorm_trials.log" python -m deepspeaker.bin.score_embeddings \
-        "${cohort[@]}" --asnorm-data "$bdir" --asnorm-top-n "$asnorm_top_n" \
-        --asnorm-save "$exp/fusion/asnorm/embedding.npz" "$eval_dir" "$eval_dir/trials" \
-        "$exp/fusion/scores/embedding_asnorm_trials" "${scps[@]}"
-      scores=()
-      for tag in "${fused[@]}"; do
-        [ -f "$exp/$tag/scores/cosine_asnorm_trials" ] || { scores=(); break; }
-        scores+=("$exp/$tag/scores/cosine_asnorm_trials")
-      done
-      [ "${#scores[@]}" -eq 0 ] || run_cmd "$exp/fusion/log/score_asnorm_trials.log" \
-        python -m deepspeaker.bin.fuse_scores "$eval_dir/trials" \
-        "$exp/fusion/scores/score_asnorm_trials" "${scores[@]}"
-    fi
+    for_each_eval_set fuse_on
     save_points "$exp/fusion" embedding score
     python -m deepspeaker.bin.describe_system "$exp/fusion" --kind fusion --members "${fused[*]}"
   else

@@ -14,6 +14,12 @@
   failed_utts is the union of those present (no file means none failed).
 * An utterance id in two sources is an error naming both; so is a speaker (or a
   recording) with different values in two sources.  Output is sorted bytewise.
+* ``prefixes`` (one per source, e.g. the corpus names) keep the speakers of several
+  corpora apart, as Kaldi's ``utils/copy_data_dir.sh --utt-prefix P --spk-prefix P``
+  before ``combine_data.sh``: the prefix goes in front of every utterance and speaker id
+  (so an utterance id still starts with its speaker's), of the utterance ids that
+  utt2uniq and failed_utts name, and of the recording ids when there are no segments
+  (the recording is then the utterance); with segments, the recordings keep their ids.
 """
 
 from __future__ import annotations
@@ -60,12 +66,49 @@ def _merge_shared(name: str, maps: list[tuple[Path, dict[str, str]]]) -> dict[st
     return out
 
 
-def combine_data_dirs(dest: str | os.PathLike, sources: Iterable[str | os.PathLike]) -> dict:
-    """Write the union of ``sources`` into ``dest``; returns ``{file: entries}`` written."""
+# The files whose values are utterance ids (utt2spk's are speakers: prefixed too).
+_UTT_VALUES = ("utt2uniq",)
+
+
+def _prefixed(m: dict[str, dict[str, str] | None], prefix: str) -> dict[str, dict[str, str] | None]:
+    """The loaded files of one source with ``prefix`` in front of its ids (see above): every
+    file's keys are utterance, speaker or recording ids, so all keys get it but those of
+    the recording files of a segmented dir."""
+    segmented = m["segments"] is not None
+    out: dict[str, dict[str, str] | None] = {}
+    for name, mapping in m.items():
+        if mapping is None:
+            out[name] = None
+            continue
+        recording_keys = name in ("wav.scp", "reco2dur")
+        if recording_keys and segmented:
+            out[name] = dict(mapping)
+            continue
+        out[name] = {prefix + k: v for k, v in mapping.items()}
+    out["utt2spk"] = {k: prefix + v for k, v in out["utt2spk"].items()}
+    for name in _UTT_VALUES:
+        if out[name] is not None:
+            out[name] = {k: prefix + v for k, v in out[name].items()}
+    return out
+
+
+def combine_data_dirs(dest: str | os.PathLike, sources: Iterable[str | os.PathLike],
+                      prefixes: Iterable[str] | None = None) -> dict:
+    """Write the union of ``sources`` into ``dest``; returns ``{file: entries}`` written.
+
+    ``prefixes``: one id prefix per source (see the module's docstring), or None.
+    """
     dest = Path(dest)
     sources = [Path(s) for s in sources]
     if not sources:
         raise DataDirError("combine: no source data dirs given")
+    prefixes = None if prefixes is None else list(prefixes)
+    if prefixes is not None and len(prefixes) != len(sources):
+        raise DataDirError(f"combine: {len(prefixes)} prefixes for {len(sources)} source dirs; "
+                           "give one --prefix per source, in the same order")
+    for p in prefixes or ():
+        if not p or any(c.isspace() for c in p):
+            raise DataDirError(f"combine: prefix {p!r} must be non-empty and without blanks")
     for src in sources:
         if src.resolve() == dest.resolve():
             raise DataDirError(f"{dest}: the destination is also a source")
@@ -74,6 +117,8 @@ def combine_data_dirs(dest: str | os.PathLike, sources: Iterable[str | os.PathLi
                 raise DataDirError(f"{src / name}: required file is missing")
     loaded = [{name: _read(src, name) for name in UTT_FILES + SHARED_FILES + ("failed_utts",)}
               for src in sources]
+    if prefixes is not None:
+        loaded = [_prefixed(m, p) for m, p in zip(loaded, prefixes)]
     seg_any = any(m["segments"] is not None for m in loaded)
     out: dict[str, dict[str, str]] = {}
 

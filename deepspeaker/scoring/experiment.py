@@ -154,6 +154,17 @@ def enroll_count(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def score_dir_name(eval_set: str, main_eval_set: str) -> str:
+    """The subdir of ``exp/<tag>/`` with a system's scores on ``eval_set``.
+
+    ``scores`` for the recipe's main eval set, as always, so that one-eval-set recipes,
+    the operating points and the Python API are unchanged; ``scores_<set>`` for each
+    other eval set of a recipe that has several (``eval_sets`` in utils/stages.sh, which
+    applies the same rule).
+    """
+    return "scores" if eval_set == main_eval_set else f"scores_{eval_set}"
+
+
 __all__ = ["FEATURE_FILE", "KINDS", "MAIN_TRIALS", "STRATEGIES", "SYSTEM_FILE", "SystemInfo",
-           "enroll_count", "locate_feature_config", "read_system_info", "trial_lists",
-           "write_system_info"]
+           "enroll_count", "locate_feature_config", "read_system_info", "score_dir_name",
+           "trial_lists", "write_system_info"]

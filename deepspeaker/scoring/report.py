@@ -51,7 +51,14 @@ import numpy as np
 
 from ..data import DataDir
 from ..utils import DeepSpeakerError, atomic_write
-from .experiment import MAIN_TRIALS, SystemInfo, enroll_count, read_system_info, trial_lists
+from .experiment import (
+    MAIN_TRIALS,
+    SystemInfo,
+    enroll_count,
+    read_system_info,
+    score_dir_name,
+    trial_lists,
+)
 from .groups import conditions, counts, group_eers, read_speakers
 from .metrics import Metrics, ScoringError, compute_metrics, error_rates
 from .operating_points import ASNORM_SUFFIX, METHODS, THRESHOLDS, load_operating_points
@@ -265,8 +272,14 @@ def other_lists(rep: Report) -> list[str]:
     return [n for n in rep.trial_counts if n not in paper_lists(rep)]
 
 
-def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "softmax_triplet") -> Report:
-    """Evaluate every score file of every described system on every trial list it has."""
+def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "softmax_triplet",
+            main_eval_set: str | None = None) -> Report:
+    """Evaluate every score file of every described system on every trial list it has.
+
+    The score files are those of ``eval_set`` (``scores/``, or ``scores_<set>/`` when
+    ``main_eval_set`` names another set: :func:`~.experiment.score_dir_name`).
+    """
+    scores_dir = score_dir_name(eval_set, main_eval_set or eval_set)
     trials_dir = data / eval_set
     names = trial_lists(trials_dir)
     if MAIN_TRIALS not in names:
@@ -279,7 +292,7 @@ def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "soft
         trials = read_trials(trials_dir / name)
         rep.trial_counts[name] = (sum(t.target for t in trials), sum(not t.target for t in trials))
         for system in systems:
-            path = exp / system.exp / "scores" / f"{system.prefix}_{name}"
+            path = exp / system.exp / scores_dir / f"{system.prefix}_{name}"
             if not path.is_file():
                 continue
             metrics, scores, labels, skipped = evaluate(path, trials_dir / name, trials)
@@ -292,7 +305,7 @@ def collect(exp: Path, data: Path, eval_set: str = "eval", strategy: str = "soft
                                                 normed)
     if not any(k == MAIN_TRIALS for _, k in rep.results):
         raise DeepSpeakerError(f"{exp}: no described system has a score file for "
-                               f"{trials_dir}/{MAIN_TRIALS} (each experiment dir describes "
+                               f"{trials_dir}/{MAIN_TRIALS} in {scores_dir}/ (each experiment dir describes "
                                "itself in system.yaml: python -m deepspeaker.bin.describe_system)")
     return rep
 
@@ -956,10 +969,39 @@ def _figure_lines(rep: Report, det_systems: list[Result], study: list[Result]) -
     return lines
 
 
-def write_report(rep: Report, title: str) -> Path:
-    """``exp/RESULTS.md`` and the PNGs it links, in ``exp/report/``."""
+def table_eval_sets(reports: Sequence[Report]) -> list[str]:
+    """One row per system, one column block (EER, minDCF, ACC of the main list) per eval
+    set, the main one first: the systems of the report's tables on every eval set."""
+    head = "| system |" + "".join(f" {r.eval_set} EER [%] | minDCF | ACC [%] |" for r in reports)
+    lines = [head, "|---|" + "---|---|---|" * len(reports)]
+    for system in reports[0].systems:
+        results = [r.get(system.key) for r in reports]
+        if all(x is None for x in results):
+            continue
+        lines.append(f"| {system.label} | " + " | ".join(c for x in results for c in _row_metrics(x))
+                     + " |")
+    return lines
+
+
+def eval_set_lines(reports: Sequence[Report]) -> list[str]:
+    """The section "Every eval set" (nothing for a recipe with one eval set)."""
+    if len(reports) < 2:
+        return []
+    sets = "; ".join(f"`{r.data / r.eval_set}`: {r.trial_counts[MAIN_TRIALS][0]} target + "
+                     f"{r.trial_counts[MAIN_TRIALS][1]} non-target trials" for r in reports)
+    return ["", "## Every eval set", "",
+            f"The main list (`{MAIN_TRIALS}`) of each eval set, scored by every system; the "
+            f"tables above are those of the main eval set, `{reports[0].eval_set}`.  {sets}.  "
+            f"Scores of another eval set are in `exp/<system>/scores_<set>/`.", ""
+            ] + table_eval_sets(reports)
+
+
+def write_report(rep: Report, title: str, others: Sequence[Report] = ()) -> Path:
+    """``exp/RESULTS.md`` and the PNGs it links, in ``exp/report/``; ``others``: the same
+    systems on the recipe's other eval sets (the section "Every eval set")."""
     det_systems, study = write_figures(rep)
-    lines = _head_lines(rep, title) + _table_lines(rep) + asnorm_lines(rep)
+    lines = _head_lines(rep, title) + _table_lines(rep) + eval_set_lines([rep, *others])
+    lines += asnorm_lines(rep)
     lines += operating_point_lines(rep)
     lines += _claim_lines(rep)
     lines += _figure_lines(rep, det_systems, study)
@@ -974,9 +1016,9 @@ def write_report(rep: Report, title: str) -> Path:
 
 
 __all__ = ["BACKEND_LABELS", "BASELINE_LABEL", "Claim", "Report", "Result", "STRATEGY_LABELS", "System",
-           "asnorm_lines", "check_claims", "collect", "evaluate", "model_labels",
+           "asnorm_lines", "check_claims", "collect", "eval_set_lines", "evaluate", "model_labels",
            "operating_point_lines",
            "plot_det", "plot_histogram",
-           "read_systems", "rel_reduction", "table_other_lists", "table_t5", "table_t6",
+           "read_systems", "rel_reduction", "table_eval_sets", "table_other_lists", "table_t5", "table_t6",
            "t5_rows", "table_asnorm", "table_operating_points", "table_t7", "table_t8", "table_transfer",
            "write_report"]

@@ -21,6 +21,7 @@ dev_fraction=0        # no dev set: 26 dev speakers gave a dev EER too noisy to 
                       # every speaker is used, and the last epoch is kept
 trials_opts="--enroll-counts 1,2"   # eval speakers have 2-3 segments (paper T8 uses 1-5)
 transfer_from=../mini/exp           # stage 12; "" to skip
+cross_corpora=speechocean762   # every system is also scored on egs/speechocean762's eval set
 report_title="egs/librispeech_mini: LibriSpeech train-clean-100 segments"
 parse_recipe_options "$@"
 dev_set=""

@@ -23,6 +23,7 @@ dev_fraction=0.08     # 10 of 125 speakers (200 utterances) for the dev EER, lea
                       # train: fewer training speakers cost more than a noisier dev EER
 trials_opts="--enroll-counts 1,2,3,5"   # 20 utterances per speaker: the paper's T8
 transfer_from=../mini/exp           # stage 12; "" to skip
+cross_corpora=librispeech_mini   # every system is also scored on egs/librispeech_mini's eval set
 report_title="egs/speechocean762: speechocean762 read speech, children and adults"
 parse_recipe_options "$@"
 [[ ! $dev_fraction =~ ^0*\.?0*$ ]] || dev_set=""   # 0: no dev set
